@@ -1,0 +1,169 @@
+"""The ``hessian-lr`` command: parses, validates, calls the library, prints errors as one line.
+
+Bad input (unknown names, out-of-range numbers, unreadable files) ends with exit code 2 and a
+single ``hessian-lr: error: ...`` line on stderr, never a traceback. The CLI holds no logic a
+test would need: every subcommand calls one library function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from hessian_lr.arms import ARMS
+from hessian_lr.workloads import WORKLOADS
+
+__all__ = ["main", "build_parser"]
+
+EXIT_USAGE = 2
+PROG = "hessian-lr"
+
+
+class UsageError(Exception):
+    """A problem with the user's input: reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # argparse prints usage + message; we want one line
+        raise UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _check_out_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
+
+
+# -- compare ----------------------------------------------------------------------------------------
+
+def _add_compare_options(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--out", type=Path, help="run folder for results.json, trials.csv, comparison.png, report.md and the "
+        "Optuna study (default: runs/compare)")
+    add("--trials", type=_positive_int, help="Optuna trials per optimizer (default: 20)")
+    add("--epochs", type=_positive_int, help="training epochs of every trial and final run (default: 20)")
+    add("--seed", type=int, help="seed of the sampler, initial weights and batch order (default: 0)")
+    add("--optimizers", help=f"comma-separated arms (default: adam,hessian-adam); known: {', '.join(ARMS)}")
+    add("--workload", help=f"workload (default: mnist1d-mlp); known: {', '.join(WORKLOADS)}")
+    add("--lr-low", type=float, help="lower end of the log-uniform lr search range (default: 1e-4)")
+    add("--lr-high", type=float, help="upper end of the log-uniform lr search range (default: 1e-1)")
+    add("--storage", help="Optuna storage: a journal-file path or an RDB URL such as sqlite:///x.db or "
+        "postgresql+psycopg2://user@host:port/db (default: OUT/optuna.journal)")
+    add("--workers", type=int, help="worker processes (default: 0 = one per optimizer, at most the CPU count)")
+    add("--threads", type=_positive_int, help="intra-op torch threads per process (default: 1; tiny models are "
+        "faster and steadier with 1 on a shared machine)")
+    add("--config", type=Path, help="TOML file with any of these options by long name; flags override it")
+    add("--quiet", action="store_true", help="no progress bars or summary table")
+
+
+COMPARE_KEYS = ("out", "trials", "epochs", "seed", "optimizers", "workload", "lr_low", "lr_high", "storage",
+                "workers", "threads")
+
+
+def _compare_config(args: argparse.Namespace) -> Any:
+    from hessian_lr.config import CompareConfig, load_toml
+
+    settings = load_toml(args.config) if args.config is not None else {}
+    settings.update({k: getattr(args, k) for k in COMPARE_KEYS if getattr(args, k) is not None})
+    if isinstance(settings.get("optimizers"), str):
+        settings["optimizers"] = settings["optimizers"].split(",")
+    try:
+        config = CompareConfig(**settings)
+    except TypeError as exc:
+        raise UsageError(f"invalid configuration: {exc}") from None
+    _check_out_dir(config.out)
+    return config
+
+
+def _compare(args: argparse.Namespace) -> None:
+    config = _compare_config(args)
+    from hessian_lr.compare import run_compare
+    from hessian_lr.console import ProgressDisplay, print_summary
+
+    with ProgressDisplay(config, enabled=not args.quiet) as display:
+        results = run_compare(config, progress=display.update)
+    if not args.quiet:
+        print_summary(results, config.out)
+
+
+# -- report -----------------------------------------------------------------------------------------
+
+def _report(args: argparse.Namespace) -> None:
+    from hessian_lr.compare import write_outputs
+    from hessian_lr.results import Results, read_json
+
+    path = args.run_dir / "results.json"
+    try:
+        results = Results.from_dict(read_json(path))
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path} is not a valid results file: {exc}") from None
+    write_outputs(results, args.run_dir)
+    print(f"report written to {args.run_dir / 'report.md'}")
+
+
+# -- the parser -------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Curvature-adaptive learning rates: tune and compare "
+                     "HessianLRAdaptation against baselines.")
+    from hessian_lr import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    compare = commands.add_parser(
+        "compare", help="tune each optimizer's lr with Optuna, train the best settings, write the report",
+        description="Tune each optimizer's learning rate with Optuna, train the best settings and write "
+        "results.json, trials.csv, comparison.png and report.md. The same command run again resumes: "
+        "finished trials and final runs are reused.")
+    _add_compare_options(compare)
+    compare.set_defaults(handler=_compare)
+
+    report = commands.add_parser("report", help="rebuild the report from a saved results.json (no training)",
+                                 description="Rebuild trials.csv, comparison.png and report.md from RUN_DIR/"
+                                 "results.json without training.")
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder holding results.json")
+    report.set_defaults(handler=_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        handler: Callable[[argparse.Namespace], None] | None = getattr(args, "handler", None)
+        if handler is None:
+            parser.print_help()
+            return EXIT_USAGE
+        handler(args)
+    except (UsageError, ValueError) as exc:
+        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The comparison's configuration: defaults < TOML file < command-line flags, validated once."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from hessian_lr.arms import parse_arm_names
+from hessian_lr.workloads import get_workload
+
+__all__ = ["CompareConfig", "load_toml"]
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Everything that defines a ``compare`` run (``out`` and ``storage`` say where it lives)."""
+
+    workload: str = "mnist1d-mlp"
+    optimizers: tuple[str, ...] = ("adam", "hessian-adam")
+    trials: int = 20
+    epochs: int = 20
+    seed: int = 0
+    lr_low: float = 1e-4
+    lr_high: float = 1e-1
+    threads: int = 1
+    workers: int = 0  # processes; 0 = one per arm, at most the CPU count
+    storage: str | None = None  # Optuna storage URL or journal path; None = DIR/optuna.journal
+    out: Path = Path("runs/compare")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "optimizers", parse_arm_names(self.optimizers))
+        object.__setattr__(self, "out", Path(self.out))
+        get_workload(self.workload)
+        for name in ("trials", "epochs", "threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"workers must be >= 0 (0 = automatic), got {self.workers!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not (0 < self.lr_low < self.lr_high):
+            raise ValueError(f"lr range must satisfy 0 < lr_low < lr_high, got [{self.lr_low}, {self.lr_high}]")
+
+    @property
+    def effective_workers(self) -> int:
+        return self.workers or max(1, min(len(self.optimizers), os.cpu_count() or 1))
+
+    def study_fingerprint(self) -> str:
+        """Hash of what changes a trial's outcome; a study is only resumed under the same one.
+
+        ``trials`` is not part of it: asking for more trials extends a finished study.
+        """
+        key = {k: getattr(self, k) for k in ("workload", "epochs", "seed", "lr_low", "lr_high")}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["optimizers"] = list(self.optimizers)
+        data["out"] = str(self.out)
+        return data
+
+    def updated(self, **changes: Any) -> CompareConfig:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML config (keys as the CLI's long options, ``-`` or ``_``); unknown keys are errors."""
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except OSError as exc:
+        raise ValueError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"invalid TOML in config file {path}: {exc}") from None
+    allowed = {f.name for f in fields(CompareConfig)}
+    data = {key.replace("-", "_"): value for key, value in raw.items()}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ValueError(f"unknown key(s) in config file {path}: {', '.join(unknown)}")
+    if isinstance(data.get("optimizers"), str):
+        data["optimizers"] = data["optimizers"].split(",")
+    return data

@@ -1,0 +1,73 @@
+"""Terminal output of the CLI: progress bars while running, a summary table at the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hessian_lr.compare import ProgressEvent
+from hessian_lr.config import CompareConfig
+from hessian_lr.results import Results
+
+__all__ = ["ProgressDisplay", "print_summary"]
+
+
+class ProgressDisplay:
+    """One bar per optimizer over its tuning epochs (trials x epochs), one for the final runs."""
+
+    def __init__(self, config: CompareConfig, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.progress = Progress(
+            TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+            console=Console(stderr=True), disable=not enabled,
+        )
+        self.tasks = {
+            arm: self.progress.add_task(f"tune {arm}", total=config.trials * config.epochs, status="")
+            for arm in config.optimizers
+        }
+        self.tasks["final"] = self.progress.add_task("final runs", total=len(config.optimizers) * config.epochs,
+                                                     status="")
+        self.best: dict[str, float] = {}
+
+    def update(self, event: ProgressEvent) -> None:
+        if event.task.startswith("final "):
+            self.progress.advance(self.tasks["final"])
+            return
+        task = self.tasks.get(event.task)
+        if task is None:
+            return
+        if event.kind == "epoch":
+            self.progress.advance(task)
+        elif event.kind == "trial":
+            if event.value is not None:
+                self.best[event.task] = min(self.best.get(event.task, float("inf")), event.value)
+            best = self.best.get(event.task)
+            self.progress.update(task, status=f"trial {event.trial}" + (f", best {best:.4f}" if best else ""))
+
+    def __enter__(self) -> ProgressDisplay:
+        self.progress.start()
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.progress.stop()
+
+
+def print_summary(results: Results, out: Path) -> None:
+    table = Table(title=f"Tuned comparison ({results.config['workload']}, seed {results.config['seed']})")
+    for column in ("optimizer", "best lr", "tuning objective", "final val loss", "test loss", "test acc", "wall s"):
+        table.add_column(column, justify="left" if column == "optimizer" else "right", no_wrap=column == "optimizer")
+    for arm, r in results.optimizers.items():
+        f = r.final
+        table.add_row(arm, f"{r.best_lr:.5f}", f"{r.best_value:.4f}",
+                      "diverged" if f["val_loss"] is None else f"{f['val_loss']:.4f}",
+                      "—" if f.get("test_loss") is None else f"{f['test_loss']:.4f}",
+                      "—" if f.get("test_accuracy") is None else f"{100 * f['test_accuracy']:.1f}%",
+                      f"{f['wall_s']:.2f}")
+    console = Console()
+    console.print(table)
+    console.print(f"results: {out / 'results.json'}  report: {out / 'report.md'}  plot: {out / 'comparison.png'}")

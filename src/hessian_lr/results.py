@@ -1,0 +1,134 @@
+"""The results schema, defined once: the pipeline writes it, the report reads it.
+
+``results.json``::
+
+    {"schema": 1,
+     "config": {...CompareConfig...},
+     "versions": {"python", "torch", "optuna", "mnist1d", "hessian-lr"},
+     "optimizers": {name: {"best_lr", "best_value",
+                           "trials": [{"number", "lr", "value", "state"}],
+                           "final": {"lr", "seed", "epochs", "val_loss_curve", "val_loss",
+                                     "test_loss", "test_accuracy", "wall_s", "epoch_wall_s",
+                                     "diverged"}}}}
+
+Non-finite numbers are written as ``null`` (JSON has no NaN).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TrialRecord", "ArmResults", "Results", "atomic_write_text", "atomic_write_bytes", "write_json", "read_json", "versions"]
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class TrialRecord:
+    number: int
+    lr: float
+    value: float | None  # None: failed (diverged) or not finished
+    state: str  # optuna TrialState name: COMPLETE, FAIL, RUNNING, ...
+
+
+@dataclass
+class ArmResults:
+    best_lr: float
+    best_value: float
+    trials: list[TrialRecord]
+    final: dict[str, Any]  # a training.RunResult as a dict
+
+
+@dataclass
+class Results:
+    config: dict[str, Any]
+    versions: dict[str, str]
+    optimizers: dict[str, ArmResults]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"schema": SCHEMA_VERSION, "config": self.config, "versions": self.versions,
+               "optimizers": {name: asdict(arm) for name, arm in self.optimizers.items()}}
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Results:
+        known = {"schema", "config", "versions", "optimizers"}
+        optimizers = {
+            name: ArmResults(
+                best_lr=arm["best_lr"],
+                best_value=arm["best_value"],
+                trials=[TrialRecord(**t) for t in arm["trials"]],
+                final=arm["final"],
+            )
+            for name, arm in data["optimizers"].items()
+        }
+        return cls(config=data["config"], versions=data["versions"], optimizers=optimizers,
+                   extra={k: v for k, v in data.items() if k not in known})
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temporary file and ``os.replace``: a kill leaves the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make results private by accident
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def versions() -> dict[str, str]:
+    def version_of(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {"python": platform.python_version(),
+            **{name: version_of(name) for name in ("torch", "optuna", "mnist1d", "hessian-lr")}}

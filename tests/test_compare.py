@@ -1,0 +1,112 @@
+"""The comparison pipeline end to end, at tiny sizes."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from hessian_lr.compare import run_compare, write_outputs
+from hessian_lr.config import CompareConfig
+from hessian_lr.results import Results
+
+
+def tiny(out, **changes) -> CompareConfig:
+    settings = dict(trials=2, epochs=2, out=out, workers=1)
+    settings.update(changes)
+    return CompareConfig(**settings)
+
+
+def strip_wall_times(data):
+    if isinstance(data, dict):
+        return {k: strip_wall_times(v) for k, v in data.items() if k not in ("wall_s", "epoch_wall_s", "out", "workers")}
+    if isinstance(data, list):
+        return [strip_wall_times(v) for v in data]
+    return data
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    run_compare(tiny(out))
+    return out
+
+
+def test_writes_all_four_outputs_with_the_schema(tiny_run):
+    data = json.loads((tiny_run / "results.json").read_text())
+    assert set(data["versions"]) == {"python", "torch", "optuna", "mnist1d", "hessian-lr"}
+    assert data["config"]["trials"] == 2 and data["config"]["threads"] == 1
+    assert list(data["optimizers"]) == ["adam", "hessian-adam"]
+    for arm in data["optimizers"].values():
+        assert len(arm["trials"]) == 2
+        assert set(arm["trials"][0]) == {"number", "lr", "value", "state"}
+        assert arm["best_lr"] == min((t for t in arm["trials"] if t["value"] is not None),
+                                     key=lambda t: t["value"])["lr"]
+        final = arm["final"]
+        assert len(final["val_loss_curve"]) == 3 and final["val_loss"] == final["val_loss_curve"][-1]
+        assert {"test_loss", "test_accuracy", "wall_s"} <= set(final)
+        assert 1e-4 <= arm["best_lr"] <= 1e-1
+    rows = list(csv.DictReader((tiny_run / "trials.csv").open()))
+    assert len(rows) == 4 and {r["optimizer"] for r in rows} == {"adam", "hessian-adam"}
+    assert (tiny_run / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (tiny_run / "report.md").read_text()
+    for section in ("## Hypothesis", "## Method", "## Tuned learning rates", "## Results", "## Conclusion"):
+        assert section in report
+    assert f"{data['optimizers']['adam']['best_lr']:.5f}" in report
+
+
+def test_same_seed_twice_gives_identical_numbers(tiny_run, tmp_path):
+    again = tmp_path / "again"
+    run_compare(tiny(again))
+    first = json.loads((tiny_run / "results.json").read_text())
+    second = json.loads((again / "results.json").read_text())
+    assert strip_wall_times(first) == strip_wall_times(second)
+
+
+def test_parallel_workers_give_the_same_numbers_as_one_process(tiny_run, tmp_path):
+    parallel = tmp_path / "parallel"
+    run_compare(tiny(parallel, workers=2))
+    first = json.loads((tiny_run / "results.json").read_text())
+    second = json.loads((parallel / "results.json").read_text())
+    assert strip_wall_times(first) == strip_wall_times(second)
+
+
+def test_rerun_resumes_and_extends_without_redoing_work(tmp_path):
+    out = tmp_path / "run"
+    run_compare(tiny(out, optimizers=("adam",)))
+    finals = {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    first = json.loads((out / "results.json").read_text())
+    run_compare(tiny(out, optimizers=("adam",)))  # same command: nothing retrained
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == finals
+    assert strip_wall_times(json.loads((out / "results.json").read_text())) == strip_wall_times(first)
+    extended = run_compare(tiny(out, optimizers=("adam",), trials=3))
+    trials = extended.optimizers["adam"].trials
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert [t.lr for t in trials[:2]] == [t["lr"] for t in first["optimizers"]["adam"]["trials"]]
+
+
+def test_a_changed_budget_starts_a_new_study(tmp_path):
+    out = tmp_path / "run"
+    run_compare(tiny(out, optimizers=("adam",)))
+    longer = run_compare(tiny(out, optimizers=("adam",), epochs=3))
+    assert len(longer.optimizers["adam"].final["val_loss_curve"]) == 4
+    assert len(longer.optimizers["adam"].trials) == 2
+
+
+def test_report_is_rebuilt_identically_from_results(tiny_run, tmp_path):
+    results = Results.from_dict(json.loads((tiny_run / "results.json").read_text()))
+    write_outputs(results, tmp_path)
+    assert (tmp_path / "report.md").read_text() == (tiny_run / "report.md").read_text()
+    assert (tmp_path / "trials.csv").read_text() == (tiny_run / "trials.csv").read_text()
+
+
+def test_two_runs_cannot_share_a_folder(tmp_path):
+    import fcntl
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with open(out / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        with pytest.raises(ValueError, match="another hessian-lr process"):
+            run_compare(tiny(out))

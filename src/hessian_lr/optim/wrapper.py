@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from hessian_lr.optim.estimators import CurvatureEstimator, get_estimator
+from hessian_lr.optim.estimators import CurvatureEstimator, GradDiff, get_estimator
 
 __all__ = ["HessianLRAdaptation"]
 
@@ -23,14 +23,87 @@ NONFINITE_POLICIES = ("error", "skip")
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-def _check_beta(beta: float) -> None:
-    if not (isinstance(beta, (int, float)) and 0.0 <= beta < 1.0):
-        raise ValueError(f"beta must be in [0, 1), got {beta!r}")
+def _check_beta(beta: float, name: str = "beta") -> None:
+    if isinstance(beta, bool) or not (isinstance(beta, (int, float)) and 0.0 <= beta < 1.0):
+        raise ValueError(f"{name} must be in [0, 1), got {beta!r}")
 
 
-def _check_eps(eps: float) -> None:
-    if not (isinstance(eps, (int, float)) and eps > 0.0 and math.isfinite(eps)):
-        raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
+def _check_eps(eps: float, name: str = "eps") -> None:
+    if isinstance(eps, bool) or not (isinstance(eps, (int, float)) and eps > 0.0 and math.isfinite(eps)):
+        raise ValueError(f"{name} must be a finite number > 0, i.e. in (0, inf), got {eps!r}")
+
+
+def _first_nonfinite(grads: list[Tensor]) -> int | None:
+    """Index of the first gradient holding inf/NaN, or None.
+
+    One ``_foreach_norm`` (the 2-norm: a fast vectorized pass, unlike the max-norm) flags
+    candidates; a 2-norm can overflow for huge finite values, so candidates are confirmed with an
+    exact ``isfinite`` check before anything is reported.
+    """
+    norms = torch._foreach_norm(grads, 2)
+    if len({n.dtype for n in norms}) > 1:
+        norms = [n.float() for n in norms]
+    if bool(torch.stack(norms).isfinite().all()):
+        return None
+    for i, n in enumerate(norms):
+        if not bool(n.isfinite()) and not bool(grads[i].isfinite().all()):
+            return i
+    return None
+
+
+class _Plan:
+    """Per-step lists cached until the parameter set or the state changes.
+
+    ``params`` / ``states`` / ``prevs`` / ``hs`` cover every parameter that has state, in group
+    order; ``pending`` holds those still without state. Hyperparameter rows: one per group whose
+    parameters share a step count (``group_steps[gi]``), else one per parameter (``row_specs``
+    entries ``(group, state or None, group index)``); ``rows[i]`` is parameter i's row.
+    """
+
+    __slots__ = (
+        "key", "params", "states", "prevs", "hs", "pending", "rows", "row_specs",
+        "group_steps", "same_dtype", "kernel_ok",
+    )
+
+    def __init__(self, groups: list[dict[str, Any]], all_state: dict[Tensor, dict[str, Any]], keys: tuple) -> None:
+        self.key = self._key(groups)
+        self.params: list[Tensor] = []
+        self.states: list[dict[str, Any]] = []
+        self.pending: list[Tensor] = []
+        self.rows: list[int] = []
+        self.row_specs: list[tuple[dict[str, Any], dict[str, Any] | None, int]] = []
+        self.group_steps: list[int] = []
+        self.same_dtype: list[bool] = []
+        for gi, group in enumerate(groups):
+            members = []
+            for p in group["params"]:
+                state = all_state.get(p)
+                if state:
+                    members.append((p, state))
+                else:
+                    self.pending.append(p)
+            steps = {state["step"] for _, state in members}
+            uniform = len(steps) <= 1
+            self.group_steps.append(steps.pop() if len(steps) == 1 else 0)
+            if uniform:
+                self.row_specs.append((group, None, gi))
+            for p, state in members:
+                if not uniform:
+                    self.row_specs.append((group, state, gi))
+                self.rows.append(len(self.row_specs) - 1)
+                self.params.append(p)
+                self.states.append(state)
+                self.same_dtype.append(all(state[k].dtype == p.dtype for k in keys))
+        self.kernel_ok = keys == ("prev_grad", "h")
+        self.prevs = [s["prev_grad"] for s in self.states] if self.kernel_ok else []
+        self.hs = [s["h"] for s in self.states] if self.kernel_ok else []
+
+    @staticmethod
+    def _key(groups: list[dict[str, Any]]) -> tuple:
+        return tuple((id(g["params"]), len(g["params"])) for g in groups)
+
+    def matches(self, groups: list[dict[str, Any]]) -> bool:
+        return self.key == self._key(groups)
 
 
 class HessianLRAdaptation(Optimizer):
@@ -82,6 +155,7 @@ class HessianLRAdaptation(Optimizer):
         nonfinite: str = "error",
         state_dtype: torch.dtype | None = None,
         foreach: bool | None = None,
+        fused: bool | None = None,
     ) -> None:
         if isinstance(base_optimizer, HessianLRAdaptation):
             raise TypeError("base_optimizer is already a HessianLRAdaptation; wrap the inner optimizer once")
@@ -95,9 +169,13 @@ class HessianLRAdaptation(Optimizer):
             raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
         if state_dtype is not None and not (isinstance(state_dtype, torch.dtype) and state_dtype.is_floating_point):
             raise ValueError(f"state_dtype must be a floating torch.dtype or None, got {state_dtype!r}")
+        if foreach not in (None, True, False):
+            raise ValueError(f"foreach must be None, True or False, got {foreach!r}")
+        if fused not in (None, True, False):
+            raise ValueError(f"fused must be None, True or False, got {fused!r}")
 
         # Not Optimizer.__init__: it would copy the groups; the whole point is to share them.
-        self.defaults = {BETA_KEY: beta, EPS_KEY: eps}
+        self.defaults = {**base_optimizer.defaults, BETA_KEY: beta, EPS_KEY: eps}
         self._init_hook_dicts()
         self._patch_step_function()
         self.base_optimizer = base_optimizer
@@ -105,10 +183,28 @@ class HessianLRAdaptation(Optimizer):
         self.nonfinite = nonfinite
         self.state_dtype = state_dtype
         self.foreach = foreach
+        self.fused = fused
         self.state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
         for group in self.param_groups:
             self._set_group_defaults(group)
         self._warned_capturable_if_run_uncaptured = True
+        self._plan: _Plan | None = None
+        self._kernel = self._resolve_kernel()
+
+    def _resolve_kernel(self) -> Any:
+        """The compiled grad-diff kernel when the estimator is grad-diff and ``fused`` allows it."""
+        if self.fused is False or type(self.estimator) is not GradDiff:
+            if self.fused and type(self.estimator) is not GradDiff:
+                raise ValueError(f"fused=True needs the grad-diff estimator, not {self.estimator!r}")
+            return None
+        from hessian_lr.optim import kernel
+
+        return kernel.load(compile=bool(self.fused))
+
+    @property
+    def uses_fused_kernel(self) -> bool:
+        """Whether :meth:`step` runs the compiled kernel (else pure-torch ops)."""
+        return self._kernel is not None
 
     def _init_hook_dicts(self) -> None:
         self._optimizer_step_pre_hooks = OrderedDict()
@@ -126,51 +222,66 @@ class HessianLRAdaptation(Optimizer):
     @param_groups.setter
     def param_groups(self, value: list[dict[str, Any]]) -> None:
         self.base_optimizer.param_groups = value
+        self._plan = None
 
     def _set_group_defaults(self, group: dict[str, Any]) -> None:
-        for key, value in self.defaults.items():
-            group.setdefault(key, value)
+        group.setdefault(BETA_KEY, self.defaults[BETA_KEY])
+        group.setdefault(EPS_KEY, self.defaults[EPS_KEY])
         _check_beta(group[BETA_KEY])
         _check_eps(group[EPS_KEY])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group to the base optimizer (which validates it) and give it the wrapper's keys."""
+        """Add a group to the base optimizer (which validates it) and give it the wrapper's keys.
+
+        ``curvature_beta`` / ``curvature_eps`` in ``param_group`` set this group's values.
+        """
+        for key, check in ((BETA_KEY, _check_beta), (EPS_KEY, _check_eps)):
+            if isinstance(param_group, dict) and key in param_group:
+                check(param_group[key], key)
         self.base_optimizer.add_param_group(param_group)
         self._set_group_defaults(self.param_groups[-1])
+        self._plan = None
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base_optimizer.zero_grad(set_to_none=set_to_none)
 
     # -- the step ------------------------------------------------------------------------
-    def _state_for(self, param: Tensor) -> dict[str, Any]:
-        state = self.state[param]
-        if not state:
-            dtype = self.state_dtype or (torch.float32 if param.dtype in LOW_PRECISION else param.dtype)
-            state["step"] = 0
-            state.update(self.estimator.init(param, dtype))
+    def _new_state(self, param: Tensor) -> dict[str, Any]:
+        dtype = self.state_dtype or (torch.float32 if param.dtype in LOW_PRECISION else param.dtype)
+        state: dict[str, Any] = {"step": 0}
+        state.update(self.estimator.init(param, dtype))
+        self.state[param] = state
         return state
 
-    def _params_with_grad(self, group: dict[str, Any]) -> list[Tensor]:
-        params = []
-        for p in group["params"]:
-            if p.grad is None or not p.requires_grad:
-                continue
-            if p.grad.is_sparse:
-                raise RuntimeError("HessianLRAdaptation does not support sparse gradients")
-            params.append(p)
-        return params
+    def _get_plan(self) -> _Plan:
+        groups = self.param_groups
+        plan = self._plan
+        if plan is not None and plan.matches(groups):
+            return plan
+        plan = self._plan = _Plan(groups, self.state, self.estimator.state_keys)
+        return plan
 
-    def _find_nonfinite(self) -> Tensor | None:
-        """The first parameter whose gradient holds inf/NaN, or None (one sync for all)."""
-        params = [p for group in self.param_groups for p in self._params_with_grad(group)]
-        if not params:
-            return None
-        # The max-abs norm cannot overflow for finite values, unlike the 2-norm.
-        norms = torch._foreach_norm([p.grad for p in params], float("inf"))
-        finite = torch.stack([n.float() for n in norms]).isfinite()
-        if bool(finite.all()):
-            return None
-        return params[int((~finite).nonzero()[0])]
+    def _init_pending(self, plan: _Plan) -> _Plan:
+        """Create state for parameters that got their first gradient; re-plan if any did."""
+        fresh = False
+        for p in plan.pending:
+            if p.grad is not None and p.requires_grad:
+                if p.grad.is_sparse:
+                    raise RuntimeError(
+                        f"HessianLRAdaptation does not support sparse gradients (parameter {self._parameter_name(p)})"
+                    )
+                self._new_state(p)
+                fresh = True
+        if not fresh:
+            return plan
+        self._plan = None
+        return self._get_plan()
+
+    def _nonfinite_error(self, param: Tensor) -> FloatingPointError:
+        return FloatingPointError(
+            f"non-finite gradient in parameter {self._parameter_name(param)}; "
+            "pass nonfinite='skip' to skip such steps, or use torch.amp.GradScaler"
+        )
 
     def _parameter_name(self, param: Tensor) -> str:
         for gi, group in enumerate(self.param_groups):
@@ -183,44 +294,107 @@ class HessianLRAdaptation(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
-        """Rescale the gradients and take one base-optimizer step; returns the closure's loss."""
+        """Rescale the gradients and take one base-optimizer step; returns the closure's loss.
+
+        With ``nonfinite="skip"`` a step that finds inf/NaN in a gradient changes nothing (no
+        curvature update, no base step) and still returns the loss.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        bad = self._find_nonfinite()
-        if bad is not None:
-            if self.nonfinite == "skip":
-                return loss
-            raise FloatingPointError(
-                f"non-finite gradient in parameter {self._parameter_name(bad)}; "
-                "pass nonfinite='skip' to skip such steps, or use torch.amp.GradScaler"
+        plan = self._get_plan()
+        if plan.pending:
+            plan = self._init_pending(plan)
+        if plan.params:
+            done = (
+                self._step_kernel(plan) if self._kernel is not None and plan.kernel_ok else self._step_torch(plan)
             )
-        for group in self.param_groups:
-            self._precondition_group(group)
+            if not done:
+                return loss
         self.base_optimizer.step()
         return loss
 
-    def _precondition_group(self, group: dict[str, Any]) -> None:
-        # Tensors that can share one multi-tensor call: same step count and state dtype = grad dtype.
-        batches: dict[tuple[int, bool], list[tuple[Tensor, dict[str, Any]]]] = defaultdict(list)
-        for p in self._params_with_grad(group):
-            state = self._state_for(p)
-            state["step"] += 1
-            same_dtype = all(state[k].dtype == p.grad.dtype for k in self.estimator.state_keys)
-            batches[(state["step"], same_dtype)].append((p, state))
-        for (step, same_dtype), members in batches.items():
-            params = [p for p, _ in members]
-            foreach = same_dtype and len(members) > 1 and self.foreach is not False
-            self.estimator.precondition_(
-                [p.grad for p in params],
-                params,
-                [s for _, s in members],
-                beta=group[BETA_KEY],
-                eps=group[EPS_KEY],
-                step=step,
-                foreach=foreach,
+    def _hyper_rows(self, plan: _Plan) -> tuple[list[float], list[float], list[float]]:
+        betas, epss, scales = [], [], []
+        for group, state, gi in plan.row_specs:
+            beta, eps = group[BETA_KEY], group[EPS_KEY]
+            if not (0.0 <= beta < 1.0 and eps > 0.0):
+                _check_beta(beta)
+                _check_eps(eps)
+            t = (plan.group_steps[gi] if state is None else state["step"]) + 1
+            betas.append(beta)
+            epss.append(eps)
+            scales.append(1.0 / (1.0 - beta**t))
+        return betas, epss, scales
+
+    def _step_kernel(self, plan: _Plan) -> bool:
+        betas, epss, scales = self._hyper_rows(plan)
+        index, kind, skipped = self._kernel.grad_diff_step(
+            plan.params, plan.prevs, plan.hs, plan.rows, betas, epss, scales, True
+        )
+        if kind == 2:
+            raise RuntimeError(
+                f"HessianLRAdaptation does not support sparse gradients (parameter {self._parameter_name(plan.params[index])})"
             )
+        if kind == 1:
+            if self.nonfinite == "skip":
+                return False
+            raise self._nonfinite_error(plan.params[index])
+        self._count_steps(plan, skipped)
+        return True
+
+    def _count_steps(self, plan: _Plan, skipped: list[int]) -> None:
+        if not skipped:
+            for state in plan.states:
+                state["step"] += 1
+            plan.group_steps = [t + 1 for t in plan.group_steps]
+            return
+        skip = set(skipped)
+        for i, state in enumerate(plan.states):
+            if i not in skip:
+                state["step"] += 1
+        self._plan = None  # step counts may now differ within a group
+
+    def _step_torch(self, plan: _Plan) -> bool:
+        params = plan.params
+        grads = [p.grad for p in params]
+        active = [i for i, (p, g) in enumerate(zip(params, grads)) if g is not None and p.requires_grad]
+        if not active:
+            return True
+        everyone = len(active) == len(params)
+        act_grads = grads if everyone else [grads[i] for i in active]
+        for i, g in zip(active, act_grads):
+            if g.is_sparse:
+                raise RuntimeError(
+                    f"HessianLRAdaptation does not support sparse gradients (parameter {self._parameter_name(params[i])})"
+                )
+        bad = _first_nonfinite(act_grads)
+        if bad is not None:
+            if self.nonfinite == "skip":
+                return False
+            raise self._nonfinite_error(params[active[bad]])
+        betas, epss, scales = self._hyper_rows(plan)
+        # Batches that can share one estimator call: same row (group and step) and same dtypes.
+        batches: dict[tuple[int, bool], list[int]] = {}
+        for i in active:
+            batches.setdefault((plan.rows[i], plan.same_dtype[i]), []).append(i)
+        for (row, same_dtype), members in batches.items():
+            group = plan.row_specs[row][0]
+            beta = group[BETA_KEY]
+            t_row = plan.row_specs[row]
+            step = (plan.group_steps[t_row[2]] if t_row[1] is None else t_row[1]["step"]) + 1
+            self.estimator.precondition_(
+                [grads[i] for i in members],
+                [params[i] for i in members],
+                [plan.states[i] for i in members],
+                beta=beta,
+                eps=epss[row],
+                step=step,
+                foreach=same_dtype and len(members) > 1 and self.foreach is not False,
+            )
+        self._count_steps(plan, [] if everyone else sorted(set(range(len(params))) - set(active)))
+        return True
 
     def curvature_estimate(self, param: Tensor) -> Tensor | None:
         """The current bias-corrected curvature estimate of ``param`` (None before its first step)."""
@@ -258,15 +432,26 @@ class HessianLRAdaptation(Optimizer):
             if not 0 <= index < len(params):
                 raise ValueError(f"state_dict has state for parameter {index}, but there are {len(params)}")
             p = params[index]
-            self.state[p] = {
-                k: (v.to(device=p.device, copy=True) if isinstance(v, Tensor) else v) for k, v in saved.items()
-            }
+            entry = {k: (v.to(device=p.device, copy=True) if isinstance(v, Tensor) else v) for k, v in saved.items()}
+            for key in self.estimator.state_keys:
+                if key not in entry or not isinstance(entry[key], Tensor) or entry[key].shape != p.shape:
+                    raise ValueError(
+                        f"state_dict entry {index} needs a tensor {key!r} of shape {tuple(p.shape)} "
+                        f"(estimator {self.estimator.name!r})"
+                    )
+            self.state[p] = entry
+        self._plan = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__.copy()
+        state = self.__dict__.copy()
+        state["_kernel"] = None  # a compiled module does not pickle; re-resolved on unpickling
+        state["_plan"] = None
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._plan = None
+        self._kernel = self._resolve_kernel()
 
     def __repr__(self) -> str:
         return (

@@ -82,6 +82,7 @@ def train_run(
     curve: list[float | None] = [_finite(val_loss)]
     epoch_wall: list[float] = []
     diverged = False
+    step = 0
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
@@ -90,9 +91,14 @@ def train_run(
         try:
             for i in range(0, n, batch_size):
                 loss = loss_fn(model(x_epoch[i : i + batch_size]), y_epoch[i : i + batch_size])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward(create_graph=arm.second_order)
+                # Second-order arms (AdaHessian, SophiaH) take a Hessian-vector product from p.grad
+                # inside step(): on those steps the backward keeps its graph.
+                loss.backward(create_graph=arm.needs_graph(step))
                 optimizer.step()
+                # Frees the gradients, and with them any graph they hold (p -> p.grad -> graph -> p
+                # is a reference cycle that would otherwise outlive the step).
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
         except FloatingPointError:  # the wrapper refuses non-finite gradients
             diverged = True
         model.eval()

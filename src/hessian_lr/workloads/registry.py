@@ -61,6 +61,48 @@ register(
 )
 
 
+class Mnist1dCNN(nn.Module):
+    """The mnist1d paper's ``ConvBase``: three strided 1-D convolutions (25 channels, kernels 5/3/3,
+    stride 2, padding 1; length 40 -> 19 -> 10 -> 5) with ReLU, then a linear layer 125 -> 10.
+    The paper reports ~94% test accuracy after ~6000 Adam steps."""
+
+    def __init__(self, channels: int = 25, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, channels, 5, stride=2, padding=1)
+        self.conv2 = nn.Conv1d(channels, channels, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv1d(channels, channels, 3, stride=2, padding=1)
+        self.linear = nn.Linear(channels * 5, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.unsqueeze(1)  # (batch, 40) -> (batch, 1, 40)
+        h = self.conv1(h).relu()
+        h = self.conv2(h).relu()
+        h = self.conv3(h).relu()
+        return self.linear(h.flatten(1))
+
+
+register(
+    Workload(
+        name="mnist1d-cnn",
+        description="mnist1d, the mnist1d paper's CNN (3 strided conv1d layers, 25 channels, then linear 125-10), "
+        "cross-entropy",
+        load_data=mnist1d_splits,
+        build_model=Mnist1dCNN,
+        epochs=30,
+    )
+)
+
+register(
+    Workload(
+        name="mnist1d-deep-mlp",
+        description="mnist1d, deep narrow MLP 40-64x8-10 (8 hidden ReLU layers, no normalisation): curvature "
+        "differs by orders of magnitude between layers",
+        load_data=mnist1d_splits,
+        build_model=lambda: mlp((40,) + (64,) * 8 + (10,)),
+    )
+)
+
+
 def get_workload(name: str) -> Workload:
     try:
         return WORKLOADS[name]

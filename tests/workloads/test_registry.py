@@ -35,4 +35,4 @@ def test_deep_mlp_has_eight_hidden_layers():
 def test_new_workloads_learn_in_two_epochs(name):
     run = train_run(get_workload(name), get_arm("adam"), 1e-2, epochs=2, seed=0)
     assert run.val_loss_curve[-1] < run.val_loss_curve[0] - 0.2
-    assert run.test_accuracy > 0.3
+    assert run.test_accuracy > 0.25  # chance is 0.1

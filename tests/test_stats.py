@@ -1,0 +1,80 @@
+"""Known answers for the statistics: by hand and against scipy on fixed data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sp
+
+from hessian_lr.stats import describe, holm, paired, t_ci, time_to_target
+
+
+def test_ci_of_one_to_five_by_hand():
+    # mean 3, s = sqrt(2.5), t_{0.975,4} = 2.7764451051977987
+    lo, hi = t_ci([1, 2, 3, 4, 5])
+    half = 2.7764451051977987 * math.sqrt(2.5) / math.sqrt(5)
+    assert lo == pytest.approx(3 - half, abs=1e-12) and hi == pytest.approx(3 + half, abs=1e-12)
+    assert (lo, hi) == pytest.approx((1.0367568385224393, 4.963243161477561), abs=1e-12)
+    ref = sp.t.interval(0.95, 4, loc=3, scale=sp.sem([1, 2, 3, 4, 5]))
+    assert (lo, hi) == pytest.approx(ref, abs=1e-12)
+
+
+def test_describe_drops_missing_values_and_counts_them():
+    d = describe([1.0, None, 2.0, 3.0, float("nan")])
+    assert (d.n, d.missing, d.mean, d.std, d.median) == (3, 2, 2.0, 1.0, 2.0)
+    assert d.ci95 == pytest.approx([2 - 4.302652729911275 / math.sqrt(3), 2 + 4.302652729911275 / math.sqrt(3)])
+    single = describe([1.5])
+    assert (single.mean, single.std, single.ci95) == (1.5, None, None)
+    assert describe([None]).mean is None
+
+
+def test_paired_matches_scipy_ttest_rel_and_wilcoxon():
+    a = [1.12, 1.08, 1.15, 1.10, 1.09, 1.13, 1.11, 1.07, 1.14, 1.12]
+    b = [1.10, 1.09, 1.11, 1.08, 1.10, 1.10, 1.09, 1.08, 1.12, 1.09]
+    r = paired(a, b)
+    diffs = np.subtract(a, b)
+    assert r.n == 10 and r.mean_diff == pytest.approx(diffs.mean(), abs=1e-15)
+    assert r.std_diff == pytest.approx(diffs.std(ddof=1), abs=1e-15)
+    assert r.p_t == pytest.approx(sp.ttest_rel(a, b).pvalue, rel=1e-10)
+    assert r.p_wilcoxon == pytest.approx(sp.wilcoxon(diffs).pvalue, rel=1e-10)
+    lo, hi = r.ci95
+    half = sp.t.ppf(0.975, 9) * diffs.std(ddof=1) / math.sqrt(10)
+    assert (lo, hi) == pytest.approx((diffs.mean() - half, diffs.mean() + half), abs=1e-12)
+    # CI excludes 0 exactly when the t-test rejects at 5%
+    assert (lo > 0 or hi < 0) == (r.p_t < 0.05)
+
+
+def test_paired_by_hand_small_sample():
+    # diffs 1, 2, 3: mean 2, s 1, t = 2 / (1/sqrt 3) = 3.4641, df 2 -> p = 0.07417990022744858
+    r = paired([2, 4, 6], [1, 2, 3])
+    assert r.p_t == pytest.approx(0.07417990022744858, rel=1e-9)
+    assert r.p_wilcoxon is None  # n < 6
+
+
+def test_paired_skips_pairs_with_a_missing_side_and_handles_no_spread():
+    r = paired([1.0, None, 3.0, 4.0], [0.5, 1.0, None, 3.5])
+    assert (r.n, r.missing, r.mean_diff, r.std_diff, r.p_t) == (2, 2, 0.5, 0.0, 0.0)
+    same = paired([1.0] * 6, [1.0] * 6)
+    assert (same.mean_diff, same.p_t, same.p_wilcoxon) == (0.0, 1.0, 1.0)
+    with pytest.raises(ValueError):
+        paired([1.0], [1.0, 2.0])
+
+
+def test_holm_by_hand():
+    # sorted 0.01, 0.02, 0.04 (m=3): 0.03, 0.04, max(0.04, 0.04) = 0.04
+    assert holm([0.04, 0.01, None, 0.02]) == pytest.approx([0.04, 0.03, None, 0.04])
+    assert holm([0.5, 0.6]) == [1.0, 1.0]
+
+
+def test_time_to_target_on_synthetic_curves():
+    curve = [2.3, 1.5, 1.2, 1.05, 0.99, 1.01]
+    walls = [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert time_to_target(curve, 1.05, walls) == (3, 0.3)  # reaching it exactly counts
+    assert time_to_target(curve, 1.0, walls) == (4, 0.4)  # the first time, even if it goes back up
+    assert time_to_target(curve, 0.5, walls) == (None, None)  # never: reported, not dropped
+    assert time_to_target([2.3, 1.4, None], 1.0, [0.1, 0.2]) == (None, None)  # diverged before
+    assert time_to_target([2.3, 3.0], 2.5) == (None, None)  # epoch 0 does not count
+    assert time_to_target(curve, None, walls) == (None, None)
+    assert time_to_target([0.1, 0.05], 1.0, []) == (1, None)

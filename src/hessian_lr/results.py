@@ -44,7 +44,19 @@ class ArmResults:
     best_lr: float
     best_value: float
     trials: list[TrialRecord]
-    final: dict[str, Any]  # a training.RunResult as a dict
+    final: dict[str, Any]  # a training.RunResult as a dict (+ "seeds": the K per-seed run dicts)
+    # Seed statistics (hessian_lr.report.summary.summarize): written flat into the arm's dict
+    # (val_loss_mean, val_loss_ci95, ...); every other key of an arm's dict reads back into it.
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {"best_lr": self.best_lr, "best_value": self.best_value,
+                "trials": [asdict(t) for t in self.trials], "final": self.final}
+        data.update(self.summary)
+        return data
+
+
+ARM_KEYS = ("best_lr", "best_value", "trials", "final")
 
 
 @dataclass
@@ -56,7 +68,7 @@ class Results:
 
     def to_dict(self) -> dict[str, Any]:
         out = {"schema": SCHEMA_VERSION, "config": self.config, "versions": self.versions,
-               "optimizers": {name: asdict(arm) for name, arm in self.optimizers.items()}}
+               "optimizers": {name: arm.to_dict() for name, arm in self.optimizers.items()}}
         out.update(self.extra)
         return out
 
@@ -69,6 +81,7 @@ class Results:
                 best_value=arm["best_value"],
                 trials=[TrialRecord(**t) for t in arm["trials"]],
                 final=arm["final"],
+                summary={k: v for k, v in arm.items() if k not in ARM_KEYS},
             )
             for name, arm in data["optimizers"].items()
         }

@@ -227,8 +227,8 @@ class HessianLRAdaptation(Optimizer):
     def _set_group_defaults(self, group: dict[str, Any]) -> None:
         group.setdefault(BETA_KEY, self.defaults[BETA_KEY])
         group.setdefault(EPS_KEY, self.defaults[EPS_KEY])
-        _check_beta(group[BETA_KEY])
-        _check_eps(group[EPS_KEY])
+        _check_beta(group[BETA_KEY], BETA_KEY)
+        _check_eps(group[EPS_KEY], EPS_KEY)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group to the base optimizer (which validates it) and give it the wrapper's keys.
@@ -303,25 +303,33 @@ class HessianLRAdaptation(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._precondition():
+            self.base_optimizer.step()
+        return loss
+
+    @torch.compiler.disable
+    def _precondition(self) -> bool:
+        """Rescale all gradients in place; False when a non-finite gradient skips the step.
+
+        Excluded from ``torch.compile`` tracing: a compiled training step that calls
+        ``opt.step()`` runs this part eagerly (it is one kernel call) instead of graph-breaking.
+        """
         plan = self._get_plan()
         if plan.pending:
             plan = self._init_pending(plan)
-        if plan.params:
-            done = (
-                self._step_kernel(plan) if self._kernel is not None and plan.kernel_ok else self._step_torch(plan)
-            )
-            if not done:
-                return loss
-        self.base_optimizer.step()
-        return loss
+        if not plan.params:
+            return True
+        if self._kernel is not None and plan.kernel_ok:
+            return self._step_kernel(plan)
+        return self._step_torch(plan)
 
     def _hyper_rows(self, plan: _Plan) -> tuple[list[float], list[float], list[float]]:
         betas, epss, scales = [], [], []
         for group, state, gi in plan.row_specs:
             beta, eps = group[BETA_KEY], group[EPS_KEY]
-            if not (0.0 <= beta < 1.0 and eps > 0.0):
-                _check_beta(beta)
-                _check_eps(eps)
+            if not (0.0 <= beta < 1.0 and 0.0 < eps < math.inf):
+                _check_beta(beta, BETA_KEY)
+                _check_eps(eps, EPS_KEY)
             t = (plan.group_steps[gi] if state is None else state["step"]) + 1
             betas.append(beta)
             epss.append(eps)
@@ -395,6 +403,35 @@ class HessianLRAdaptation(Optimizer):
             )
         self._count_steps(plan, [] if everyone else sorted(set(range(len(params))) - set(active)))
         return True
+
+    def backward(self, loss: Tensor, *, logits: Tensor | None = None) -> None:
+        """The backward pass of a training step; use it instead of ``loss.backward()``.
+
+        For gradient-only estimators (``grad-diff``, ``squared-grad``, ``secant*``) it is exactly
+        ``loss.backward()``. Estimators that sample curvature from an extra pass take their
+        sample here and release the graph before returning: ``hutchinson`` (a Hessian-vector
+        product from a ``create_graph=True`` backward) and ``gauss-newton`` (a backward against
+        labels sampled from ``softmax(logits)``; needs ``logits``, the tensor the loss was
+        computed from). Gradients accumulate into ``p.grad`` as with ``loss.backward()``.
+        """
+        params, betas = [], []
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.requires_grad:
+                    params.append(p)
+                    betas.append(group[BETA_KEY])
+        created = False
+
+        def state_for(param: Tensor) -> dict[str, Any]:
+            nonlocal created
+            state = self.state.get(param)
+            if not state:
+                state, created = self._new_state(param), True
+            return state
+
+        self.estimator.backward(loss, params, betas, state_for, logits=logits)
+        if created:
+            self._plan = None  # the cached plan listed these parameters as still without state
 
     def curvature_estimate(self, param: Tensor) -> Tensor | None:
         """The current bias-corrected curvature estimate of ``param`` (None before its first step)."""

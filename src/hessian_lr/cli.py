@@ -66,7 +66,16 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     add("--lr-high", type=float, help="upper end of the log-uniform lr search range (default: 1e-1)")
     add("--storage", help="Optuna storage: a journal-file path or an RDB URL such as sqlite:///x.db or "
         "postgresql+psycopg2://user@host:port/db (default: OUT/optuna.journal)")
+    add("--seeds", type=_positive_int, help="final runs per optimizer with seeds SEED..SEED+K-1, paired across "
+        "optimizers (default: 1; 10 with --protocol full)")
+    add("--ablation", action=argparse.BooleanOptionalAction, default=None,
+        help="also train every optimizer at every other optimizer's tuned lr (default: off; on with --protocol full)")
+    add("--protocol", choices=("seed", "full"), help="presets: 'seed' = one final run per optimizer (default); "
+        "'full' = 10 paired seeds and the equal-lr ablation (explicit --seeds/--ablation win)")
     add("--workers", type=int, help="worker processes (default: 0 = one per optimizer, at most the CPU count)")
+    add("--batch-trials", type=_positive_int, help="train this many models at once with torch.func, for trials "
+        "(asked from TPE with constant liar) and final seeds (default: 1 = plain sequential)")
+    add("--study", help="prefix of the Optuna study names, one study per optimizer (default: compare)")
     add("--threads", type=_positive_int, help="intra-op torch threads per process (default: 1; tiny models are "
         "faster and steadier with 1 on a shared machine)")
     add("--config", type=Path, help="TOML file with any of these options by long name; flags override it")
@@ -74,13 +83,15 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
 
 
 COMPARE_KEYS = ("out", "trials", "epochs", "seed", "optimizers", "workload", "lr_low", "lr_high", "storage",
-                "workers", "threads")
+                "workers", "threads", "seeds", "ablation", "batch_trials", "study")
+PROTOCOLS = {"seed": {"seeds": 1, "ablation": False}, "full": {"seeds": 10, "ablation": True}}
 
 
 def _compare_config(args: argparse.Namespace) -> Any:
     from hessian_lr.config import CompareConfig, load_toml
 
-    settings = load_toml(args.config) if args.config is not None else {}
+    settings = dict(PROTOCOLS[args.protocol]) if args.protocol else {}
+    settings.update(load_toml(args.config) if args.config is not None else {})
     settings.update({k: getattr(args, k) for k in COMPARE_KEYS if getattr(args, k) is not None})
     if isinstance(settings.get("optimizers"), str):
         settings["optimizers"] = settings["optimizers"].split(",")
@@ -101,6 +112,15 @@ def _compare(args: argparse.Namespace) -> None:
         results = run_compare(config, progress=display.update)
     if not args.quiet:
         print_summary(results, config.out)
+
+
+# -- worker ---------------------------------------------------------------------------------------
+
+def _worker(args: argparse.Namespace) -> None:
+    from hessian_lr.compare import run_worker
+
+    names = run_worker(args.storage, args.study, threads=args.threads)
+    print(f"finished: {', '.join(names)}")
 
 
 # -- report -----------------------------------------------------------------------------------------
@@ -137,6 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
         "finished trials and final runs are reused.")
     _add_compare_options(compare)
     compare.set_defaults(handler=_compare)
+
+    worker = commands.add_parser(
+        "worker", help="join a compare run's studies on a shared storage (many machines)",
+        description="Run trials of the studies that 'hessian-lr compare --storage URL --study NAME' created, until "
+        "their budgets are met. Start any number of these on any hosts that reach the storage.")
+    worker.add_argument("--storage", required=True, help="the shared storage URL, e.g. "
+                        "postgresql+psycopg2://user@host:5432/hessian_lr")
+    worker.add_argument("--study", default="compare", help="the study name prefix given to compare (default: compare)")
+    worker.add_argument("--threads", type=_positive_int, default=1, help="intra-op torch threads (default: 1)")
+    worker.set_defaults(handler=_worker)
 
     report = commands.add_parser("report", help="rebuild the report from a saved results.json (no training)",
                                  description="Rebuild trials.csv, comparison.png and report.md from RUN_DIR/"

@@ -1,9 +1,10 @@
-"""The comparison pipeline: tune each arm's lr on its own Optuna study, train the best settings,
-write ``results.json``, ``trials.csv``, ``comparison.png`` and ``report.md``.
+"""The comparison pipeline: tune each arm's lr on its own Optuna study, train the best settings
+with paired seeds (and, for the ablation, at the other arms' lrs), write ``results.json``,
+``trials.csv``, ``comparison.png`` and the report.
 
-Data flows one way: workload -> training -> tuning -> results.json -> report. Every stage
-keeps its finished work on disk (the study storage, one JSON file per final run), so running the
-same command again after an interruption redoes nothing that finished.
+Data flows one way: workload -> training -> tuning -> results.json -> report. Every stage keeps
+its finished work on disk (the study storage; one JSON file per final run under ``runs/``), so
+running the same command again after an interruption redoes nothing that finished.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import fcntl
 import io
 import multiprocessing as mp
 import threading
-from collections.abc import Callable, Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,22 +27,24 @@ import torch
 from hessian_lr.arms import get_arm
 from hessian_lr.config import CompareConfig
 from hessian_lr.results import ArmResults, Results, TrialRecord, atomic_write_text, read_json, versions, write_json
-from hessian_lr.training import train_run
+from hessian_lr.training import RunResult, train_run
 from hessian_lr.tuning import finished_trials, open_study, run_study, storage_for
-from hessian_lr.tuning.study import LR_PARAM
+from hessian_lr.tuning.study import LR_PARAM, requeue_running
 from hessian_lr.workloads import get_workload
 
-__all__ = ["run_compare", "write_outputs", "ProgressEvent"]
+__all__ = ["run_compare", "write_outputs", "ProgressEvent", "RunSpec", "plan_final_runs", "tune_arm", "study_name", "run_worker"]
 
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """What a worker reports: ``kind`` is ``"epoch"`` (one epoch trained) or ``"trial"``."""
+    """What a worker reports: ``kind`` is ``"epoch"`` (``count`` models trained one epoch) or
+    ``"trial"`` (one trial finished)."""
 
     task: str
     kind: str
     trial: int | None = None
     value: float | None = None
+    count: int = 1
 
 
 Progress = Callable[[ProgressEvent], None]
@@ -50,7 +54,30 @@ def _no_progress(event: ProgressEvent) -> None:
     pass
 
 
-# -- work that runs in worker processes (module-level, so it pickles) ----------------------------
+# -- training many runs: batched where the arm allows it, else one after another ---------------------
+
+def train_runs(config: CompareConfig, arm_name: str, runs: Sequence[tuple[float, int]], *, evaluate_test: bool,
+               progress: Progress, task: str) -> list[RunResult]:
+    """Train ``(lr, seed)`` runs of one arm: in batches of ``config.batch_trials`` models with
+    torch.func when that is above 1 and the arm supports it, else sequentially."""
+    workload = get_workload(config.workload)
+    if config.batch_trials > 1:
+        from hessian_lr.training.batched import can_batch, train_batch
+
+        if can_batch(arm_name):
+            results: list[RunResult] = []
+            for start in range(0, len(runs), config.batch_trials):
+                chunk = list(runs[start : start + config.batch_trials])
+                results += train_batch(workload, arm_name, chunk, epochs=config.epochs, evaluate_test=evaluate_test,
+                                       on_epoch=lambda epoch, n=len(chunk): progress(ProgressEvent(task, "epoch", count=n)))
+            return results
+    arm = get_arm(arm_name)
+    return [train_run(workload, arm, lr, epochs=config.epochs, seed=seed, evaluate_test=evaluate_test,
+                      on_epoch=lambda epoch, loss: progress(ProgressEvent(task, "epoch")))
+            for lr, seed in runs]
+
+
+# -- work that runs in worker processes (module-level, so it pickles) ------------------------------
 
 _worker_progress: Progress = _no_progress
 
@@ -62,23 +89,27 @@ def _init_worker(queue: Any, threads: int) -> None:
 
 
 def study_name(config: CompareConfig, arm: str) -> str:
-    return f"{config.workload}.{arm}.{config.study_fingerprint()}"
+    return f"{config.study}.{config.workload}.{arm}.{config.study_fingerprint()}"
 
 
-def tune_arm(config: CompareConfig, arm_name: str, progress: Progress | None = None) -> None:
+def _open_arm_study(config: CompareConfig, arm: str):
+    return open_study(storage_for(config.storage, config.out), study_name(config, arm), config.study_fingerprint(),
+                      attrs={"config": config.to_dict(), "arm": arm})
+
+
+def tune_arm(config: CompareConfig, arm_name: str, resume_running: bool = True,
+             progress: Progress | None = None) -> None:
     """Run ``arm_name``'s study until ``config.trials`` trials have finished."""
     progress = progress or _worker_progress
-    workload, arm = get_workload(config.workload), get_arm(arm_name)
-    study = open_study(storage_for(config.storage, config.out), study_name(config, arm_name),
-                       config.study_fingerprint())
+    study = _open_arm_study(config, arm_name)
 
-    def objective(lr: float) -> tuple[float | None, dict]:
-        run = train_run(workload, arm, lr, epochs=config.epochs, seed=config.seed, evaluate_test=False,
-                        on_epoch=lambda epoch, loss: progress(ProgressEvent(arm_name, "epoch")))
-        return run.val_loss, {"val_loss_curve": run.val_loss_curve, "wall_s": run.wall_s}
+    def objective(lrs: Sequence[float]) -> list[tuple[float | None, dict]]:
+        runs = train_runs(config, arm_name, [(lr, config.seed) for lr in lrs], evaluate_test=False,
+                          progress=progress, task=arm_name)
+        return [(run.val_loss, {"val_loss_curve": run.val_loss_curve, "wall_s": run.wall_s}) for run in runs]
 
-    run_study(study, objective, n_trials=config.trials, lr_range=(config.lr_low, config.lr_high),
-              seed=config.seed,
+    run_study(study, objective, n_trials=config.trials, lr_range=(config.lr_low, config.lr_high), seed=config.seed,
+              batch_size=config.batch_trials, resume_running=resume_running,
               on_trial=lambda number, lr, value: progress(ProgressEvent(arm_name, "trial", number, value)))
 
 
@@ -97,19 +128,23 @@ class RunSpec:
         return f"{self.workload}.{self.arm}.lr{self.lr!r}.seed{self.seed}.e{self.epochs}"
 
 
-def final_run(spec: RunSpec, out: Path, progress: Progress | None = None) -> dict:
-    """Train ``spec`` unless its result file exists; return the result as a dict."""
+def _run_path(out: Path, spec: RunSpec) -> Path:
+    return out / "runs" / f"{spec.key}.json"
+
+
+def final_runs(config: CompareConfig, arm: str, specs: list[RunSpec], progress: Progress | None = None) -> None:
+    """Train the specs of one arm whose result files are missing; write each atomically."""
     progress = progress or _worker_progress
-    path = out / "runs" / f"{spec.key}.json"
-    if path.exists():
-        return read_json(path)
-    run = train_run(get_workload(spec.workload), get_arm(spec.arm), spec.lr, epochs=spec.epochs, seed=spec.seed,
-                    on_epoch=lambda epoch, loss: progress(ProgressEvent(f"final {spec.arm}", "epoch")))
-    write_json(path, run.to_dict())
-    return read_json(path)  # the JSON form, so fresh and reused runs are identical
+    todo = [spec for spec in specs if not _run_path(config.out, spec).exists()]
+    for start in range(0, len(todo), config.batch_trials):  # written as they finish: a kill loses one batch
+        chunk = todo[start : start + config.batch_trials]
+        runs = train_runs(config, arm, [(spec.lr, spec.seed) for spec in chunk], evaluate_test=True,
+                          progress=progress, task="final")
+        for spec, run in zip(chunk, runs):
+            write_json(_run_path(config.out, spec), run.to_dict())
 
 
-# -- orchestration --------------------------------------------------------------------------------
+# -- orchestration -----------------------------------------------------------------------------------
 
 @contextmanager
 def _exclusive(out: Path) -> Iterator[None]:
@@ -123,10 +158,13 @@ def _exclusive(out: Path) -> Iterator[None]:
         yield
 
 
+Runner = Callable[[Callable[..., Any], list[tuple]], list[Any]]
+
+
 @contextmanager
-def _executor(config: CompareConfig, progress: Progress) -> Iterator[Callable[..., list]]:
-    """``map(fn, args_list)``: in this process (1 worker) or in a spawn pool with one intra-op
-    thread each; workers' progress events come back through a queue."""
+def _executor(config: CompareConfig, progress: Progress) -> Iterator[Runner]:
+    """``run(fn, [args, ...])``: in this process (1 worker) or in a spawn pool, each process with
+    ``config.threads`` intra-op threads; workers' progress events come back through a queue."""
     workers = config.effective_workers
     if workers <= 1:
         torch.set_num_threads(config.threads)
@@ -150,8 +188,24 @@ def _executor(config: CompareConfig, progress: Progress) -> Iterator[Callable[..
         listener.join(timeout=5)
 
 
+def _tuning_tasks(config: CompareConfig) -> list[tuple]:
+    """Spread the workers over the arms' studies. A study with one process re-evaluates its own
+    interrupted trials (deterministic resume); shared journal studies get them re-queued first;
+    RDB studies recover them through heartbeats."""
+    arms = config.optimizers
+    workers = max(config.effective_workers, len(arms))
+    shared_rdb = bool(config.storage and "://" in config.storage)
+    tasks = []
+    for index, arm in enumerate(arms):
+        processes = workers // len(arms) + (index < workers % len(arms))
+        if processes > 1 and not shared_rdb:
+            requeue_running(_open_arm_study(config, arm))
+        tasks += [(config, arm, processes == 1 and not shared_rdb)] * processes
+    return tasks
+
+
 def _trial_records(config: CompareConfig, arm: str) -> list[TrialRecord]:
-    study = open_study(storage_for(config.storage, config.out), study_name(config, arm), config.study_fingerprint())
+    study = _open_arm_study(config, arm)
     return [TrialRecord(number=t.number, lr=t.params[LR_PARAM], value=t.value, state=t.state.name)
             for t in finished_trials(study)[: config.trials]]
 
@@ -163,27 +217,68 @@ def _best(trials: list[TrialRecord]) -> TrialRecord:
     return min(completed, key=lambda t: (t.value, t.number))
 
 
+def plan_final_runs(config: CompareConfig, best_lr: dict[str, float]) -> dict[str, dict[str, list[RunSpec]]]:
+    """``plan[arm][lr_source]``: the runs of ``arm`` at ``lr_source``'s tuned lr, one per seed.
+    ``lr_source == arm`` are the finals; the others (when ``config.ablation``) the equal-lr ablation."""
+    plan: dict[str, dict[str, list[RunSpec]]] = {}
+    for arm in config.optimizers:
+        sources = config.optimizers if config.ablation else (arm,)
+        plan[arm] = {source: [RunSpec(arm, best_lr[source], seed, config.epochs, config.workload)
+                              for seed in config.final_seeds] for source in sources}
+    return plan
+
+
 def run_compare(config: CompareConfig, progress: Progress = _no_progress) -> Results:
-    """Tune, train the finals and write every output into ``config.out``."""
+    """Tune, train the finals (and ablation) and write every output into ``config.out``."""
     with _exclusive(config.out):
         write_json(config.out / "config.json", config.to_dict())
         with _executor(config, progress) as run_all:
-            run_all(tune_arm, [(config, arm) for arm in config.optimizers])
+            run_all(tune_arm, _tuning_tasks(config))
             trials = {arm: _trial_records(config, arm) for arm in config.optimizers}
-            specs = [RunSpec(arm, _best(trials[arm]).lr, config.seed, config.epochs, config.workload)
-                     for arm in config.optimizers]
-            finals = run_all(final_run, [(spec, config.out) for spec in specs])
-        results = Results(
-            config=config.to_dict(),
-            versions=versions(),
-            optimizers={
-                arm: ArmResults(best_lr=_best(trials[arm]).lr, best_value=_best(trials[arm]).value,
-                                trials=trials[arm], final=final)
-                for arm, final in zip(config.optimizers, finals)
-            },
-        )
+            best = {arm: _best(trials[arm]) for arm in config.optimizers}
+            plan = plan_final_runs(config, {arm: best[arm].lr for arm in config.optimizers})
+            by_arm: dict[str, list[RunSpec]] = defaultdict(list)
+            for arm, sources in plan.items():
+                for specs in sources.values():
+                    by_arm[arm] += [s for s in specs if s not in by_arm[arm]]
+            run_all(final_runs, [(config, arm, specs) for arm, specs in by_arm.items()])
+
+        def load(specs: list[RunSpec]) -> list[dict]:
+            return [read_json(_run_path(config.out, spec)) for spec in specs]
+
+        optimizers = {}
+        for arm in config.optimizers:
+            seeds = load(plan[arm][arm])
+            optimizers[arm] = ArmResults(best_lr=best[arm].lr, best_value=best[arm].value, trials=trials[arm],
+                                         final={**seeds[0], "seeds": seeds})
+        extra = {}
+        if config.ablation:
+            extra["ablation_runs"] = {arm: {source: load(specs) for source, specs in plan[arm].items() if source != arm}
+                                      for arm in config.optimizers}
+        results = Results(config=config.to_dict(), versions=versions(), optimizers=optimizers, extra=extra)
         write_outputs(results, config.out)
     return results
+
+
+def run_worker(storage: str, study: str, threads: int = 1, progress: Progress = _no_progress) -> list[str]:
+    """Join every unfinished study named ``study`` (or ``study.*``) in ``storage`` and run its
+    trials until its budget is met; several workers on several machines may do this at once.
+    Returns the names of the studies worked on."""
+    import optuna
+
+    torch.set_num_threads(threads)
+    backend = storage_for(storage, Path("."))
+    names = [s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)
+             if s.study_name == study or s.study_name.startswith(f"{study}.")]
+    if not names:
+        raise ValueError(f"no study named {study!r} (or {study}.*) in the storage; start it with hessian-lr compare")
+    for name in sorted(names):
+        attrs = optuna.load_study(study_name=name, storage=backend).user_attrs
+        if "config" not in attrs or "arm" not in attrs:
+            raise ValueError(f"study {name!r} was not made by hessian-lr compare")
+        config = CompareConfig(**{**attrs["config"], "storage": storage})
+        tune_arm(config, attrs["arm"], resume_running=False, progress=progress)
+    return sorted(names)
 
 
 def trials_csv(results: Results) -> str:

@@ -27,16 +27,20 @@ class CompareConfig:
     seed: int = 0
     lr_low: float = 1e-4
     lr_high: float = 1e-1
+    seeds: int = 1  # final runs per arm (seeds seed .. seed+seeds-1), paired across arms
+    ablation: bool = False  # also train every arm at every other arm's tuned lr
     threads: int = 1
     workers: int = 0  # processes; 0 = one per arm, at most the CPU count
+    batch_trials: int = 1  # models trained at once with torch.func (1 = plain sequential)
     storage: str | None = None  # Optuna storage URL or journal path; None = DIR/optuna.journal
+    study: str = "compare"  # prefix of the study names (one study per arm)
     out: Path = Path("runs/compare")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "optimizers", parse_arm_names(self.optimizers))
         object.__setattr__(self, "out", Path(self.out))
         get_workload(self.workload)
-        for name in ("trials", "epochs", "threads"):
+        for name in ("trials", "epochs", "threads", "seeds", "batch_trials"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -44,12 +48,18 @@ class CompareConfig:
             raise ValueError(f"workers must be >= 0 (0 = automatic), got {self.workers!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not isinstance(self.study, str) or not self.study or "." in self.study:
+            raise ValueError(f"study must be a non-empty name without '.', got {self.study!r}")
         if not (0 < self.lr_low < self.lr_high):
             raise ValueError(f"lr range must satisfy 0 < lr_low < lr_high, got [{self.lr_low}, {self.lr_high}]")
 
     @property
     def effective_workers(self) -> int:
         return self.workers or max(1, min(len(self.optimizers), os.cpu_count() or 1))
+
+    @property
+    def final_seeds(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.seeds))
 
     def study_fingerprint(self) -> str:
         """Hash of what changes a trial's outcome; a study is only resumed under the same one.

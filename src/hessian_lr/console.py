@@ -30,19 +30,18 @@ class ProgressDisplay:
             arm: self.progress.add_task(f"tune {arm}", total=config.trials * config.epochs, status="")
             for arm in config.optimizers
         }
-        self.tasks["final"] = self.progress.add_task("final runs", total=len(config.optimizers) * config.epochs,
-                                                     status="")
+        runs_per_arm = config.seeds * (len(config.optimizers) if config.ablation else 1)
+        self.tasks["final"] = self.progress.add_task(
+            "final runs" + (" + ablation" if config.ablation else ""),
+            total=len(config.optimizers) * runs_per_arm * config.epochs, status="")
         self.best: dict[str, float] = {}
 
     def update(self, event: ProgressEvent) -> None:
-        if event.task.startswith("final "):
-            self.progress.advance(self.tasks["final"])
-            return
         task = self.tasks.get(event.task)
         if task is None:
             return
         if event.kind == "epoch":
-            self.progress.advance(task)
+            self.progress.advance(task, event.count)
         elif event.kind == "trial":
             if event.value is not None:
                 self.best[event.task] = min(self.best.get(event.task, float("inf")), event.value)

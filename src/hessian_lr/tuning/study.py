@@ -2,29 +2,51 @@
 
 Determinism: before each ``ask`` the study gets a fresh ``TPESampler`` seeded from
 ``(seed, number of finished trials)``. TPE is otherwise a function of the trial history, so a
-study interrupted and resumed proposes the same learning rates as one run straight through.
-A trial left RUNNING by a killed process is re-evaluated with its own parameters and told to
-the study under its own number (nothing redone that finished, nothing skipped).
+study interrupted and resumed proposes the same learning rates as one run straight through
+(in sequential mode: one process per study, one trial at a time).
+
+Interrupted trials:
+- one process owns the study (``resume_running=True``): a trial left RUNNING by a killed run is
+  re-evaluated with its own parameters and told under its own number;
+- workers share the study through an RDB storage: each trial sends heartbeats; a trial whose
+  worker died is failed after the grace period and re-queued (``RetryFailedTrialCallback``);
+- workers share a journal file on one machine: the launching process (which holds the run
+  folder's lock) re-queues RUNNING trials before starting them (:func:`requeue_running`).
+
+Budget: exactly ``n_trials`` trials count (completed, or failed because training diverged).
+Workers asking concurrently can overshoot; a trial asked beyond the budget is closed at once as
+FAIL marked ``surplus`` (never trained, never counted).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
 from optuna.distributions import FloatDistribution
 from optuna.storages import BaseStorage
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["storage_for", "open_study", "run_study", "finished_trials", "LR_PARAM"]
+__all__ = ["storage_for", "open_study", "run_study", "finished_trials", "requeue_running", "LR_PARAM"]
 
 LR_PARAM = "lr"
 DIVERGED_ATTR = "diverged"
-FINISHED = (TrialState.COMPLETE, TrialState.FAIL)
+SURPLUS_ATTR = "surplus"
+# How often a running trial reports to an RDB storage, and how long silence means a dead worker.
+HEARTBEAT_S = int(os.environ.get("HESSIAN_LR_HEARTBEAT_S", 5))
+GRACE_S = int(os.environ.get("HESSIAN_LR_GRACE_S", 20))
+POLL_S = 1.0
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# objective(lrs) -> one (value or None, user attributes) per lr; None marks a diverged run.
+BatchObjective = Callable[[Sequence[float]], list[tuple[float | None, dict]]]
 
 
 def storage_for(spec: str | None, out: Path) -> BaseStorage:
@@ -34,8 +56,8 @@ def storage_for(spec: str | None, out: Path) -> BaseStorage:
     if spec and "://" in spec:
         return optuna.storages.RDBStorage(
             spec,
-            heartbeat_interval=10,
-            grace_period=30,
+            heartbeat_interval=HEARTBEAT_S,
+            grace_period=GRACE_S,
             failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3),
         )
     path = Path(spec) if spec else out / "optuna.journal"
@@ -45,25 +67,67 @@ def storage_for(spec: str | None, out: Path) -> BaseStorage:
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
-def open_study(storage: BaseStorage, name: str, fingerprint: str) -> optuna.Study:
-    """Create or load study ``name``; refuse one made under a different configuration."""
+def open_study(storage: BaseStorage, name: str, fingerprint: str, attrs: dict | None = None) -> optuna.Study:
+    """Create or load study ``name``; refuse one made under a different configuration.
+
+    ``attrs`` (e.g. the run's configuration, so remote workers can join) are stored once.
+    """
     study = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
     saved = study.user_attrs.get("fingerprint")
     if saved is None:
         study.set_user_attr("fingerprint", fingerprint)
+        for key, value in (attrs or {}).items():
+            study.set_user_attr(key, value)
     elif saved != fingerprint:
         raise ValueError(f"study {name!r} in this storage was made with another configuration ({saved} != {fingerprint})")
     return study
 
 
-def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Trials that count towards the budget, in order: completed ones and diverged failures
-    (a retried trial of a dead worker is FAIL without the ``diverged`` mark and does not count)."""
-    trials = study.get_trials(deepcopy=False, states=FINISHED)
-    return [t for t in trials if t.state == TrialState.COMPLETE or t.user_attrs.get(DIVERGED_ATTR)]
+def _counts(trial: FrozenTrial) -> bool:
+    return trial.state == TrialState.COMPLETE or (
+        trial.state == TrialState.FAIL and bool(trial.user_attrs.get(DIVERGED_ATTR))
+    )
 
 
-Objective = Callable[[float], "tuple[float | None, dict]"]
+def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials that count towards the budget, in trial-number order: completed ones and diverged
+    failures (a trial of a dead worker, or a surplus one, is FAIL without the mark)."""
+    return [t for t in study.get_trials(deepcopy=False) if _counts(t)]
+
+
+def requeue_running(study: optuna.Study) -> int:
+    """Fail every RUNNING trial and queue its parameters again; only for a caller that knows no
+    worker is alive (it holds the run folder's lock). Returns how many were re-queued."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for trial in running:
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+    return len(running)
+
+
+@contextmanager
+def _heartbeats(study: optuna.Study, trials: Sequence[optuna.Trial]) -> Iterator[None]:
+    """Record heartbeats for ``trials`` while they train (RDB storages only)."""
+    storage = study._storage
+    if not hasattr(storage, "record_heartbeat") or not optuna.storages._heartbeat.is_heartbeat_enabled(storage):
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            for trial in trials:
+                storage.record_heartbeat(trial._trial_id)
+            if stop.wait(HEARTBEAT_S):
+                return
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None, attrs: dict) -> None:
@@ -76,40 +140,72 @@ def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None, attrs: 
         study.tell(trial, value)
 
 
+def _evaluate(study: optuna.Study, trials: list[optuna.Trial], objective: BatchObjective,
+              on_trial: Callable[[int, float, float | None], None] | None) -> None:
+    lrs = [trial.params[LR_PARAM] for trial in trials]
+    with _heartbeats(study, trials):
+        outcomes = objective(lrs)
+    for trial, lr, (value, attrs) in zip(trials, lrs, outcomes):
+        _tell(study, trial, value, attrs)
+        if on_trial:
+            on_trial(trial.number, lr, value)
+
+
 def run_study(
     study: optuna.Study,
-    objective: Objective,
+    objective: BatchObjective,
     *,
     n_trials: int,
     lr_range: tuple[float, float],
     seed: int,
+    batch_size: int = 1,
     resume_running: bool = True,
     on_trial: Callable[[int, float, float | None], None] | None = None,
 ) -> None:
-    """Run trials until ``n_trials`` have finished. ``objective(lr) -> (value | None, attrs)``;
-    ``None`` (or a non-finite value) marks the trial FAIL as diverged and the study goes on.
+    """Run trials, ``batch_size`` at a time, until ``n_trials`` count as finished.
 
-    ``resume_running``: re-evaluate RUNNING trials, which is right when this process owns the
-    study (nobody else can be running them); workers sharing a study leave them to heartbeats.
+    ``resume_running``: re-evaluate RUNNING trials, right when this process owns the study.
+    Batches come from TPE with ``constant_liar`` so the trials of one batch spread out.
     """
     distribution = FloatDistribution(lr_range[0], lr_range[1], log=True)
+    heartbeat = optuna.storages._heartbeat.is_heartbeat_enabled(study._storage)
 
     if resume_running:
-        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if len(finished_trials(study)) >= n_trials:
-                break
-            trial = optuna.Trial(study, frozen._trial_id)
-            lr = trial.suggest_float(LR_PARAM, *lr_range, log=True)
-            value, attrs = objective(lr)
-            _tell(study, trial, value, attrs)
-            if on_trial:
-                on_trial(frozen.number, lr, value)
+        stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        budget = n_trials - len(finished_trials(study))
+        stale = stale[: max(budget, 0)]
+        for start in range(0, len(stale), batch_size):
+            trials = [optuna.Trial(study, t._trial_id) for t in stale[start : start + batch_size]]
+            _evaluate(study, trials, objective, on_trial)
 
-    while (done := len(finished_trials(study))) < n_trials:
-        study.sampler = optuna.samplers.TPESampler(seed=seed * 1_000_003 + done)
-        trial = study.ask({LR_PARAM: distribution})
-        lr = trial.params[LR_PARAM]
-        value, attrs = objective(lr)
-        _tell(study, trial, value, attrs)
-        if on_trial:
-            on_trial(trial.number, lr, value)
+    while True:
+        if heartbeat:
+            optuna.storages.fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        done = sum(_counts(t) for t in trials)
+        if done >= n_trials:
+            return
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        room = min(batch_size, n_trials - done - running)
+        if room <= 0:  # the rest of the budget is in other workers' hands; wait for them
+            time.sleep(POLL_S)
+            continue
+        study.sampler = optuna.samplers.TPESampler(seed=seed * 1_000_003 + done, constant_liar=True)
+        asked = [study.ask({LR_PARAM: distribution}) for _ in range(room)]
+        kept = _drop_surplus(study, asked, n_trials)
+        if kept:
+            _evaluate(study, kept, objective, on_trial)
+
+
+def _drop_surplus(study: optuna.Study, asked: list[optuna.Trial], n_trials: int) -> list[optuna.Trial]:
+    """Keep a trial only if fewer than ``n_trials`` live-or-counted trials precede it."""
+    trials = study.get_trials(deepcopy=False)
+    live = sorted(t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING) or _counts(t))
+    kept = []
+    for trial in asked:
+        if sum(number < trial.number for number in live) < n_trials:
+            kept.append(trial)
+        else:
+            trial.set_user_attr(SURPLUS_ATTR, True)
+            study.tell(trial, state=TrialState.FAIL)
+    return kept

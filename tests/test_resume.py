@@ -1,0 +1,107 @@
+"""Kill-safe resume for real: SIGKILL a compare run, run the same command again, and get exactly
+what an uninterrupted run gives (sequential seeded mode), with no finished work redone."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages.journal import JournalFileBackend
+
+TRIALS, SEEDS = 4, 3
+ARGS = ["--optimizers", "adam", "--trials", str(TRIALS), "--epochs", "12", "--seeds", str(SEEDS), "--workers", "1",
+        "--quiet"]
+
+
+def compare(out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "hessian_lr.cli", "compare", "--out", str(out), *ARGS],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen) -> None:
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+
+
+def study_trials(out: Path) -> list[optuna.trial.FrozenTrial]:
+    journal = out / "optuna.journal"
+    if not journal.exists():
+        return []
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+    summaries = optuna.get_all_study_summaries(storage)
+    if not summaries:
+        return []
+    return optuna.load_study(study_name=summaries[0].study_name, storage=storage).trials
+
+
+def kill_when(proc: subprocess.Popen, condition, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return
+        if proc.poll() is not None:
+            raise AssertionError("the run finished before the kill point")
+        time.sleep(0.02)
+    raise AssertionError("kill point never reached")
+
+
+def comparable(out: Path) -> dict:
+    def strip(data):
+        if isinstance(data, dict):
+            return {k: strip(v) for k, v in data.items() if k not in ("wall_s", "epoch_wall_s", "out")}
+        if isinstance(data, list):
+            return [strip(v) for v in data]
+        return data
+
+    return strip(json.loads((out / "results.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("reference")
+    finish(compare(out))
+    return comparable(out)
+
+
+def completed(trials):
+    return {t.number: t.value for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
+
+
+@pytest.mark.parametrize("kill_point", ["trial-boundary", "mid-trial"])
+def test_killed_during_tuning_resumes_to_the_uninterrupted_result(reference, tmp_path, kill_point):
+    out = tmp_path / "run"
+    proc = compare(out)
+    if kill_point == "trial-boundary":
+        kill_when(proc, lambda: len(completed(study_trials(out))) >= 2)
+    else:
+        kill_when(proc, lambda: len(completed(study_trials(out))) >= 1 and any(
+            t.state == optuna.trial.TrialState.RUNNING for t in study_trials(out)))
+        time.sleep(0)  # killed while a trial trains
+    before = completed(study_trials(out))
+    assert 1 <= len(before) < TRIALS
+    finish(compare(out))
+    after = study_trials(out)
+    assert {n: v for n, v in completed(after).items() if n in before} == before  # nothing lost or redone
+    assert len(completed(after)) == TRIALS and [t.number for t in after] == list(range(TRIALS))
+    assert comparable(out) == reference
+
+
+def test_killed_during_the_finals_reuses_finished_runs(reference, tmp_path):
+    out = tmp_path / "run"
+    proc = compare(out)
+    kill_when(proc, lambda: len(list((out / "runs").glob("*.json"))) >= 1, timeout=180)
+    kept = {p: p.read_bytes() for p in (out / "runs").glob("*.json")}
+    assert 1 <= len(kept) < SEEDS
+    assert not list(out.glob("results.json"))  # never half-written: absent until the end
+    finish(compare(out))
+    assert all(p.read_bytes() == data for p, data in kept.items())
+    assert len(list((out / "runs").glob("*.json"))) == SEEDS
+    assert comparable(out) == reference

@@ -461,22 +461,25 @@ class HessianLRAdaptation(Optimizer):
         """Restore both states. Tensors move to their parameter's device but keep their dtype."""
         if not isinstance(state_dict, dict) or "base" not in state_dict or "state" not in state_dict:
             raise ValueError("state_dict is not a HessianLRAdaptation state dict (needs 'state' and 'base')")
-        self.base_optimizer.load_state_dict(state_dict["base"])
         params = [p for g in self.param_groups for p in g["params"]]
-        self.state = defaultdict(dict)
-        for raw_index, saved in state_dict["state"].items():
+        new_state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
+        for raw_index, saved in state_dict["state"].items():  # validate everything before loading
             index = int(raw_index)
             if not 0 <= index < len(params):
                 raise ValueError(f"state_dict has state for parameter {index}, but there are {len(params)}")
             p = params[index]
             entry = {k: (v.to(device=p.device, copy=True) if isinstance(v, Tensor) else v) for k, v in saved.items()}
+            if not isinstance(entry.get("step"), int) or entry["step"] < 0:
+                raise ValueError(f"state_dict entry {index} needs an int 'step' >= 0")
             for key in self.estimator.state_keys:
                 if key not in entry or not isinstance(entry[key], Tensor) or entry[key].shape != p.shape:
                     raise ValueError(
                         f"state_dict entry {index} needs a tensor {key!r} of shape {tuple(p.shape)} "
                         f"(estimator {self.estimator.name!r})"
                     )
-            self.state[p] = entry
+            new_state[p] = entry
+        self.base_optimizer.load_state_dict(state_dict["base"])
+        self.state = new_state
         self._plan = None
 
     def __getstate__(self) -> dict[str, Any]:

@@ -1,0 +1,101 @@
+"""Checkpoints: save, rebuild everything, load, continue -- bit-identical to never stopping."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from optim_helpers import assert_same, mlp, params_of, train
+
+from hessian_lr.optim import HessianLRAdaptation
+
+
+def _build(dtype, path, **kw):
+    model = mlp(dtype=dtype)
+    base = torch.optim.Adam(model.parameters(), lr=1e-2)
+    opt = HessianLRAdaptation(base, beta=0.9, fused=path == "kernel", **kw)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5)
+    return model, opt, sched
+
+
+def _train(model, opt, sched, steps, start=0):
+    for t in range(start, start + steps):
+        train(model, opt, 1, start=t)
+        sched.step()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_resume_is_bit_identical(tmp_path, path, dtype):
+    n, m = 4, 5
+    model, opt, sched = _build(dtype, path)
+    _train(model, opt, sched, n + m)
+    straight = params_of(model)
+
+    model, opt, sched = _build(dtype, path)
+    _train(model, opt, sched, n)
+    torch.save(
+        {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}, tmp_path / "ckpt.pt"
+    )
+    del model, opt, sched
+
+    model, opt, sched = _build(dtype, path)
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["opt"])
+    sched.load_state_dict(ckpt["sched"])
+    assert all(s["step"] == n for s in opt.state.values())
+    assert opt.param_groups[0]["lr"] == 1e-2 * 0.5
+    _train(model, opt, sched, m, start=n)
+    assert_same(params_of(model), straight)
+
+
+def test_state_dict_layout_and_is_a_snapshot(path):
+    model, opt, _ = _build(torch.float32, path)
+    train(model, opt, 2)
+    sd = opt.state_dict()
+    assert set(sd) == {"state", "param_groups", "base"}
+    assert sorted(sd["state"]) == list(range(6))
+    assert set(sd["state"][0]) == {"step", "prev_grad", "h"} and sd["state"][0]["step"] == 2
+    assert sd["param_groups"][0]["curvature_beta"] == 0.9
+    h0 = sd["state"][0]["h"].clone()
+    train(model, opt, 1, start=2)
+    assert torch.equal(sd["state"][0]["h"], h0)  # a snapshot, not live references
+
+
+@pytest.mark.parametrize("low", [torch.bfloat16, torch.float16])
+def test_low_precision_params_keep_float32_state_through_load(tmp_path, path, low):
+    model, opt, _ = _build(low, path)
+    train(model, opt, 2)
+    assert all(s["h"].dtype == torch.float32 and s["prev_grad"].dtype == torch.float32 for s in opt.state.values())
+    torch.save(opt.state_dict(), tmp_path / "o.pt")
+    model2, opt2, _ = _build(low, path)
+    opt2.load_state_dict(torch.load(tmp_path / "o.pt", weights_only=True))
+    # torch's own load_state_dict would cast floating state to the parameter's dtype; this doesn't.
+    for p, q in zip(model.parameters(), model2.parameters()):
+        for key in ("prev_grad", "h"):
+            assert opt2.state[q][key].dtype == torch.float32
+            assert torch.equal(opt2.state[q][key], opt.state[p][key])
+
+
+def test_explicit_state_dtype_is_honoured_by_load(tmp_path, path):
+    model, opt, _ = _build(torch.float32, path, state_dtype=torch.float64)
+    train(model, opt, 2)
+    assert all(s["h"].dtype == torch.float64 for s in opt.state.values())
+    torch.save(opt.state_dict(), tmp_path / "o.pt")
+    model2, opt2, _ = _build(torch.float32, path)  # default policy would pick float32...
+    model2.load_state_dict(model.state_dict())
+    opt2.load_state_dict(torch.load(tmp_path / "o.pt", weights_only=True))
+    assert all(s["h"].dtype == torch.float64 for s in opt2.state.values())  # ...the saved dtype wins
+    train(model, opt, 2, start=2)
+    train(model2, opt2, 2, start=2)
+    assert_same(params_of(model), params_of(model2))
+
+
+def test_load_rejects_foreign_or_mismatched_state():
+    model, opt, _ = _build(torch.float32, "torch")
+    with pytest.raises(ValueError, match="not a HessianLRAdaptation state dict"):
+        opt.load_state_dict(opt.base_optimizer.state_dict())
+    train(model, opt, 1)
+    sd = opt.state_dict()
+    sd["state"][0]["h"] = torch.zeros(3)
+    with pytest.raises(ValueError, match="shape"):
+        opt.load_state_dict(sd)

@@ -110,3 +110,34 @@ def test_two_runs_cannot_share_a_folder(tmp_path):
         fcntl.flock(fh, fcntl.LOCK_EX)
         with pytest.raises(ValueError, match="another hessian-lr process"):
             run_compare(tiny(out))
+
+
+def test_ablation_schedule_trains_every_arm_at_every_tuned_lr_with_paired_seeds(tmp_path):
+    from hessian_lr.compare import plan_final_runs
+
+    config = tiny(tmp_path, optimizers=("adam", "hessian-adam", "sgd"), seeds=3, seed=5, ablation=True)
+    plan = plan_final_runs(config, {"adam": 1e-3, "hessian-adam": 2e-3, "sgd": 3e-2})
+    assert set(plan) == {"adam", "hessian-adam", "sgd"}
+    for arm, sources in plan.items():
+        assert set(sources) == {"adam", "hessian-adam", "sgd"}
+        for source, specs in sources.items():
+            assert [s.seed for s in specs] == [5, 6, 7]
+            assert all(s.arm == arm and s.lr == {"adam": 1e-3, "hessian-adam": 2e-3, "sgd": 3e-2}[source]
+                       for s in specs)
+    without = plan_final_runs(tiny(tmp_path, seeds=2), {"adam": 1e-3, "hessian-adam": 2e-3})
+    assert {arm: list(sources) for arm, sources in without.items()} == {"adam": ["adam"],
+                                                                         "hessian-adam": ["hessian-adam"]}
+
+
+def test_seeds_and_ablation_end_to_end(tmp_path):
+    results = run_compare(tiny(tmp_path, seeds=2, ablation=True, workers=2))
+    data = json.loads((tmp_path / "results.json").read_text())
+    for arm, other in (("adam", "hessian-adam"), ("hessian-adam", "adam")):
+        seeds = data["optimizers"][arm]["final"]["seeds"]
+        assert [run["seed"] for run in seeds] == [0, 1]
+        ablation = data["ablation_runs"][arm][other]
+        assert [run["lr"] for run in ablation] == [results.optimizers[other].best_lr] * 2
+    # paired: seed k gives both arms the same initial weights
+    for k in range(2):
+        assert (data["optimizers"]["adam"]["final"]["seeds"][k]["val_loss_curve"][0]
+                == data["optimizers"]["hessian-adam"]["final"]["seeds"][k]["val_loss_curve"][0])

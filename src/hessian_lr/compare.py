@@ -14,7 +14,6 @@ import fcntl
 import io
 import multiprocessing as mp
 import threading
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -188,7 +187,17 @@ def _executor(config: CompareConfig, progress: Progress) -> Iterator[Runner]:
         listener.join(timeout=5)
 
 
-def _tuning_tasks(config: CompareConfig) -> list[tuple]:
+def tune_and_train_finals(config: CompareConfig, arm: str, resume_running: bool, train_finals: bool,
+                          progress: Progress | None = None) -> None:
+    """One worker's share of an arm: its trials, then (for one worker per arm) the arm's own
+    final runs, which need nothing from the other arms — so a fast arm never waits for a slow one."""
+    tune_arm(config, arm, resume_running, progress=progress)
+    if train_finals:
+        best = _best(_trial_records(config, arm))
+        final_runs(config, arm, plan_final_runs(config, {arm: best.lr}, arms=(arm,))[arm][arm], progress=progress)
+
+
+def _stage_one_tasks(config: CompareConfig) -> list[tuple]:
     """Spread the workers over the arms' studies. A study with one process re-evaluates its own
     interrupted trials (deterministic resume); shared journal studies get them re-queued first;
     RDB studies recover them through heartbeats."""
@@ -200,7 +209,8 @@ def _tuning_tasks(config: CompareConfig) -> list[tuple]:
         processes = workers // len(arms) + (index < workers % len(arms))
         if processes > 1 and not shared_rdb:
             requeue_running(_open_arm_study(config, arm))
-        tasks += [(config, arm, processes == 1 and not shared_rdb)] * processes
+        resume = processes == 1 and not shared_rdb
+        tasks += [(config, arm, resume, worker == 0) for worker in range(processes)]
     return tasks
 
 
@@ -217,12 +227,14 @@ def _best(trials: list[TrialRecord]) -> TrialRecord:
     return min(completed, key=lambda t: (t.value, t.number))
 
 
-def plan_final_runs(config: CompareConfig, best_lr: dict[str, float]) -> dict[str, dict[str, list[RunSpec]]]:
+def plan_final_runs(config: CompareConfig, best_lr: dict[str, float],
+                    arms: Sequence[str] | None = None) -> dict[str, dict[str, list[RunSpec]]]:
     """``plan[arm][lr_source]``: the runs of ``arm`` at ``lr_source``'s tuned lr, one per seed.
-    ``lr_source == arm`` are the finals; the others (when ``config.ablation``) the equal-lr ablation."""
+    ``lr_source == arm`` are the finals; the others (when ``config.ablation``) the equal-lr ablation.
+    ``arms`` limits the plan to those arms' own finals (the lrs of the others may not be known yet)."""
     plan: dict[str, dict[str, list[RunSpec]]] = {}
-    for arm in config.optimizers:
-        sources = config.optimizers if config.ablation else (arm,)
+    for arm in arms or config.optimizers:
+        sources = config.optimizers if config.ablation and arms is None else (arm,)
         plan[arm] = {source: [RunSpec(arm, best_lr[source], seed, config.epochs, config.workload)
                               for seed in config.final_seeds] for source in sources}
     return plan
@@ -233,15 +245,14 @@ def run_compare(config: CompareConfig, progress: Progress = _no_progress) -> Res
     with _exclusive(config.out):
         write_json(config.out / "config.json", config.to_dict())
         with _executor(config, progress) as run_all:
-            run_all(tune_arm, _tuning_tasks(config))
+            run_all(tune_and_train_finals, _stage_one_tasks(config))
             trials = {arm: _trial_records(config, arm) for arm in config.optimizers}
             best = {arm: _best(trials[arm]) for arm in config.optimizers}
             plan = plan_final_runs(config, {arm: best[arm].lr for arm in config.optimizers})
-            by_arm: dict[str, list[RunSpec]] = defaultdict(list)
-            for arm, sources in plan.items():
-                for specs in sources.values():
-                    by_arm[arm] += [s for s in specs if s not in by_arm[arm]]
-            run_all(final_runs, [(config, arm, specs) for arm, specs in by_arm.items()])
+            if config.ablation:  # each arm at the others' lrs: needs every arm's tuned lr first
+                ablation = {arm: [spec for source, specs in sources.items() if source != arm for spec in specs]
+                            for arm, sources in plan.items()}
+                run_all(final_runs, [(config, arm, specs) for arm, specs in ablation.items() if specs])
 
         def load(specs: list[RunSpec]) -> list[dict]:
             return [read_json(_run_path(config.out, spec)) for spec in specs]

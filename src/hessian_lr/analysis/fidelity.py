@@ -1,0 +1,371 @@
+"""How well does each curvature estimator track the exact Hessian diagonal during training?
+
+Protocol (:func:`run_fidelity`): train the workload's model with one base optimizer (torch Adam
+by default) and, on that single trajectory, feed every estimator the same information in
+*shadow* — each keeps its own state exactly as it would inside ``HessianLRAdaptation``, but
+never changes the gradient the base optimizer sees. Each step:
+
+* the minibatch gradient ``g_t`` at ``θ_{t−1}`` (the base optimizer's input);
+* one Hutchinson sample ``z ⊙ Hz`` and one Gauss–Newton–Bartlett sample from the same minibatch
+  (for ``hutchinson`` and ``gauss-newton``), both folded in with the estimator's own ``absorb_``;
+* gradient-only estimators run their own ``precondition_`` on a copy of ``g_t``.
+
+At each checkpoint (after ``t`` steps, before the base optimizer takes step ``t``) the exact
+diagonal of the training objective — the mean cross-entropy over *all* training rows (or the
+validation rows with ``exact_on="val"``), at the parameters where ``g_t`` was taken — is
+computed with :func:`hessian_lr.analysis.exact.exact_hessian_diagonal` and compared with each
+estimate over all parameters. Estimates are first put in curvature units,
+``sign(e)·|e|^(1/estimate_power)`` (the square root for grad-diff and squared-grad); Spearman and
+log-magnitude correlations do not depend on that choice. Metrics (:func:`fidelity_metrics`):
+
+* ``pearson`` / ``spearman`` over all coordinates (exact zeros from dead units included);
+* ``log_pearson``: Pearson of ``log|estimate|`` vs ``log exact`` over coordinates where both are
+  non-zero;
+* ``median_rel_error``: median of ``|estimate − exact| / exact`` over coordinates with
+  ``exact > 0`` — meaningful only for estimators in the units of ``diag(H)`` (secant,
+  hutchinson, gauss-newton); ``median_rel_error_fitted`` first rescales the estimate by the one
+  constant that best matches in log space (the median log-ratio), so it compares shapes.
+
+``references`` adds two instantaneous estimators computed at each checkpoint on the same rows
+as the exact diagonal: Hutchinson and Gauss–Newton–Bartlett averaged over ``reference_probes``
+draws. They show what each sampling scheme can reach without an EMA across a moving trajectory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from hessian_lr.analysis.exact import exact_hessian_diagonal
+from hessian_lr.optim.estimators import CurvatureEstimator, get_estimator
+from hessian_lr.optim.hvp import gauss_newton_bartlett_sample, hutchinson_sample
+from hessian_lr.workloads import get_workload
+
+__all__ = [
+    "DEFAULT_ESTIMATORS",
+    "METRICS",
+    "fidelity_metrics",
+    "default_checkpoints",
+    "run_fidelity",
+    "format_fidelity_table",
+    "plot_fidelity",
+]
+
+DEFAULT_ESTIMATORS = ("grad-diff", "squared-grad", "secant", "secant-rms", "hutchinson", "gauss-newton")
+METRICS = ("spearman", "pearson", "log_pearson", "median_rel_error", "median_rel_error_fitted")
+
+
+def _nan_to_none(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _pearson(a: Tensor, b: Tensor) -> float:
+    a = a - a.mean()
+    b = b - b.mean()
+    denom = float(a.norm() * b.norm())
+    return float((a * b).sum()) / denom if denom > 0 else math.nan
+
+
+def _ranks(a: Tensor) -> Tensor:
+    """Average ranks (ties share the mean rank), as scipy.stats.rankdata(method="average")."""
+    values, inverse, counts = torch.unique(a, sorted=True, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).to(torch.float64)
+    mean_rank = ends - (counts.to(torch.float64) - 1) / 2  # 1-based average rank of each group
+    return mean_rank[inverse]
+
+
+def fidelity_metrics(estimate: Tensor, exact: Tensor, *, power: float = 1.0) -> dict[str, float | None]:
+    """Agreement of one flattened estimate with the exact diagonal (see the module docstring)."""
+    e = estimate.detach().reshape(-1).to(torch.float64)
+    h = exact.detach().reshape(-1).to(torch.float64)
+    if power != 1.0:
+        e = e.sign() * e.abs().pow(1.0 / power)
+    positive = h > 0
+    both = positive & (e != 0)
+    out: dict[str, float | None] = {
+        "spearman": _nan_to_none(_pearson(_ranks(e), _ranks(h))),
+        "pearson": _nan_to_none(_pearson(e, h)),
+        "log_pearson": None,
+        "median_rel_error": None,
+        "median_rel_error_fitted": None,
+    }
+    if int(both.sum()) > 1:
+        out["log_pearson"] = _nan_to_none(_pearson(e[both].abs().log(), h[both].log()))
+    if int(positive.sum()) > 0:
+        out["median_rel_error"] = float(((e[positive] - h[positive]).abs() / h[positive]).median())
+        if int(both.sum()) > 0:
+            scale = float((h[both].log() - e[both].abs().log()).median().exp())
+            out["median_rel_error_fitted"] = float(((scale * e[positive] - h[positive]).abs() / h[positive]).median())
+    return out
+
+
+def default_checkpoints(steps_per_epoch: int, epochs: int) -> list[int]:
+    """After epoch 1 (start), a quarter, half (middle) and the last epoch (end), as step counts."""
+    epochs_at = sorted({1, max(1, epochs // 4), max(1, epochs // 2), epochs})
+    return [e * steps_per_epoch for e in epochs_at]
+
+
+def _flat(tensors: Sequence[Tensor]) -> Tensor:
+    return torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors])
+
+
+def run_fidelity(
+    out_dir: Path,
+    *,
+    workload: str = "mnist1d-mlp",
+    estimators: Sequence[str | CurvatureEstimator] = DEFAULT_ESTIMATORS,
+    epochs: int = 20,
+    lr: float = 2e-3,
+    beta: float = 0.99,
+    eps: float = 1e-8,
+    seed: int = 0,
+    checkpoints: Sequence[int] | None = None,
+    exact_on: str = "train",
+    reference_probes: int = 100,
+    threads: int | None = 1,
+    plot: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``workload`` with Adam(``lr``) and measure every estimator against the exact diagonal.
+
+    Writes ``out_dir/fidelity.json`` (the returned dict) and, with ``plot``, ``out_dir/fidelity.png``.
+    ``checkpoints`` are step counts (default :func:`default_checkpoints`); ``exact_on`` is
+    ``"train"`` (the training objective) or ``"val"``. ``threads`` sets torch's intra-op threads for
+    the run (restored afterwards; ``None`` leaves them). About 15 s with the defaults on one core.
+    """
+    if exact_on not in ("train", "val"):
+        raise ValueError(f"exact_on must be 'train' or 'val', got {exact_on!r}")
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    say = progress or (lambda message: None)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run(out_dir, workload, estimators, epochs, lr, beta, eps, seed, checkpoints, exact_on,
+                    reference_probes, plot, say)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(out_dir, workload_name, estimator_specs, epochs, lr, beta, eps, seed, checkpoints, exact_on,
+         reference_probes, plot, say) -> dict[str, Any]:
+    start_time = time.perf_counter()
+    work = get_workload(workload_name)
+    data = work.data
+    x_train, y_train = data.x_train, data.y_train
+    x_exact, y_exact = (x_train, y_train) if exact_on == "train" else (data.x_val, data.y_val)
+    n, batch_size = len(x_train), work.batch_size
+    steps_per_epoch = math.ceil(n / batch_size)
+    total_steps = steps_per_epoch * epochs
+    checkpoints = sorted(set(checkpoints or default_checkpoints(steps_per_epoch, epochs)))
+    if checkpoints[0] < 1 or checkpoints[-1] > total_steps:
+        raise ValueError(f"checkpoints must lie in [1, {total_steps}] (steps), got {checkpoints}")
+
+    estimators = [get_estimator(spec) for spec in estimator_specs]
+    names = [est.name for est in estimators]
+    if len(set(names)) != len(names):
+        raise ValueError(f"estimator names must be unique, got {names}")
+
+    torch.manual_seed(seed)
+    model = work.build_model()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    batch_order = torch.Generator().manual_seed(seed)
+    probe_rng = torch.Generator().manual_seed(seed + 1)  # shadow samples never touch the global RNG
+
+    states = {est.name: [dict(step=0, **est.init(p, p.dtype)) for p in params] for est in estimators}
+    wants_hutchinson = any(est.name == "hutchinson" for est in estimators)
+    wants_gnb = any(est.name == "gauss-newton" for est in estimators)
+
+    series: dict[str, dict[str, list]] = {name: {m: [] for m in METRICS} for name in names}
+    references: dict[str, dict[str, list]] = {}
+    scatter: dict[str, Any] = {}
+    exact_seconds = 0.0
+    train_losses: list[float] = []
+    step = 0
+    say(f"fidelity: {work.name}, {sum(p.numel() for p in params):,} parameters, {total_steps} steps, "
+        f"checkpoints {checkpoints}")
+    for _epoch in range(epochs):
+        order = torch.randperm(n, generator=batch_order)
+        for i in range(0, n, batch_size):
+            step += 1
+            idx = order[i : i + batch_size]
+            model.train()
+            logits = model(x_train[idx])
+            loss = work.loss_fn(logits, y_train[idx])
+            gnb = gauss_newton_bartlett_sample(logits, params, generator=probe_rng, retain_graph=True) if wants_gnb else None
+            if wants_hutchinson:
+                grads, hutch = hutchinson_sample(loss, params, generator=probe_rng)
+            else:
+                grads = list(torch.autograd.grad(loss, params))
+                hutch = None
+            train_losses.append(float(loss.detach()))
+            del logits, loss
+
+            for est in estimators:
+                st = states[est.name]
+                for s in st:
+                    s["step"] += 1
+                if est.name == "hutchinson" or est.name == "gauss-newton":
+                    samples = hutch if est.name == "hutchinson" else gnb
+                    if est.due(step - 1):
+                        for s, u in zip(st, samples):
+                            est.absorb_(s, u, beta=beta)
+                else:
+                    with torch.no_grad():
+                        est.precondition_([g.clone() for g in grads], params, st,
+                                          beta=beta, eps=eps, step=step, foreach=False)
+
+            if step in checkpoints:
+                model.eval()
+                t0 = time.perf_counter()
+                exact = _flat(exact_hessian_diagonal(model, x_exact, y_exact))
+                exact_seconds += time.perf_counter() - t0
+                estimates = {}
+                for est in estimators:
+                    estimate = _flat([est.estimate(s, beta=beta, step=step) for s in states[est.name]])
+                    estimates[est.name] = estimate
+                    for metric, value in fidelity_metrics(estimate, exact, power=est.estimate_power).items():
+                        series[est.name][metric].append(value)
+                for ref_name, ref in _references(model, params, work.loss_fn, x_exact, y_exact,
+                                                 reference_probes, probe_rng).items():
+                    bucket = references.setdefault(ref_name, {m: [] for m in METRICS})
+                    estimates[ref_name] = ref
+                    for metric, value in fidelity_metrics(ref, exact, power=1.0).items():
+                        bucket[metric].append(value)
+                scatter = {"step": step, "exact": exact, "estimates": estimates}
+                row = ", ".join(f"{name} {series[name]['spearman'][-1]:.2f}" if series[name]['spearman'][-1] is not None
+                                else f"{name} -" for name in names)
+                say(f"step {step}/{total_steps}: Spearman {row}")
+            for p, g in zip(params, grads):
+                p.grad = g
+            optimizer.step()
+
+    model.eval()
+    with torch.no_grad():
+        val_loss = float(work.loss_fn(model(data.x_val), data.y_val))
+    powers = {est.name: est.estimate_power for est in estimators}
+    result: dict[str, Any] = {
+        "checkpoints": checkpoints,
+        "estimators": series,
+        "references": references,
+        "estimate_power": powers,
+        "config": {
+            "workload": work.name,
+            "parameters": sum(p.numel() for p in params),
+            "base_optimizer": "torch.optim.Adam",
+            "lr": lr,
+            "beta": beta,
+            "eps": eps,
+            "seed": seed,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "exact_on": exact_on,
+            "exact_rows": int(len(x_exact)),
+            "reference_probes": reference_probes,
+            "estimators": {est.name: repr(est) for est in estimators},
+        },
+        "final_val_loss": val_loss,
+        "train_loss_first_last": [train_losses[0], train_losses[-1]],
+        "wall_s": time.perf_counter() - start_time,
+        "exact_wall_s": exact_seconds,
+    }
+    (out_dir / "fidelity.json").write_text(json.dumps(result, indent=2) + "\n")
+    if plot:
+        plot_fidelity(result, scatter, out_dir / "fidelity.png")
+    (out_dir / "fidelity.md").write_text(format_fidelity_table(result) + "\n")
+    say(f"wrote {out_dir / 'fidelity.json'} ({result['wall_s']:.1f} s)")
+    return result
+
+
+def _references(model: nn.Module, params: list[Tensor], loss_fn, x: Tensor, y: Tensor, probes: int,
+                rng: torch.Generator) -> dict[str, Tensor]:
+    """Instantaneous Hutchinson and GNB estimates averaged over ``probes`` draws on (x, y)."""
+    if probes < 1:
+        return {}
+    with torch.enable_grad():
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        gnb_sum = None
+        for _ in range(probes):
+            sample = _flat(gauss_newton_bartlett_sample(logits, params, generator=rng, retain_graph=True))
+            gnb_sum = sample if gnb_sum is None else gnb_sum + sample
+        _, hutch = hutchinson_sample(loss, params, n_samples=probes, generator=rng)
+    return {f"hutchinson-x{probes}": _flat(hutch), f"gauss-newton-x{probes}": gnb_sum / probes}
+
+
+def format_fidelity_table(result: dict[str, Any]) -> str:
+    """A markdown table: one row per estimator (and reference), one column group per metric."""
+    steps = result["checkpoints"]
+    rows = {**result["estimators"], **{f"{k} (ref)": v for k, v in result.get("references", {}).items()}}
+    lines = []
+    for metric in ("spearman", "log_pearson", "pearson", "median_rel_error", "median_rel_error_fitted"):
+        lines.append(f"**{metric}** at steps {', '.join(map(str, steps))}")
+        lines.append("")
+        lines.append("| estimator | " + " | ".join(f"step {s}" for s in steps) + " |")
+        lines.append("|---|" + "---:|" * len(steps))
+        for name, series in rows.items():
+            cells = ["–" if v is None else f"{v:.3g}" if "error" in metric else f"{v:.3f}" for v in series[metric]]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def plot_fidelity(result: dict[str, Any], scatter: dict[str, Any], path: Path) -> None:
+    """Scatter of estimate vs exact (log–log, one panel per estimator, at the last checkpoint) and
+    Spearman / log-Pearson over training."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(scatter["estimates"])
+    powers = {**result.get("estimate_power", {})}
+    cols = 4
+    rows = math.ceil(len(names) / cols) + 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.6 * rows), squeeze=False)
+    exact = scatter["exact"].numpy()
+    positive = exact > 0
+    for ax, name in zip(axes[:-1].flat, names):
+        est = scatter["estimates"][name]
+        power = powers.get(name, 1.0)
+        e = (est.sign() * est.abs().pow(1.0 / power)).numpy()
+        keep = positive & (e != 0)
+        neg = keep & (e < 0)
+        ax.loglog(exact[keep & ~neg], abs(e[keep & ~neg]), ".", ms=1.5, alpha=0.4, label="estimate > 0")
+        if neg.any():
+            ax.loglog(exact[neg], abs(e[neg]), ".", ms=1.5, alpha=0.4, color="tab:red", label="estimate < 0 (|·|)")
+            ax.legend(fontsize=7, loc="upper left", markerscale=4)
+        unit = "" if power == 1.0 else f"^(1/{power:g})"
+        ax.set_title(f"{name}{unit}", fontsize=9)
+        ax.set_xlabel("exact diag(H)", fontsize=8)
+    for ax in list(axes[:-1].flat)[len(names):]:
+        ax.axis("off")
+    steps = result["checkpoints"]
+    panels = [("spearman", "Spearman"), ("log_pearson", "Pearson of log magnitudes"), ("pearson", "Pearson"),
+              ("median_rel_error_fitted", "median rel. error (best scale)")]
+    all_series = {**result["estimators"], **{f"{k} (ref)": v for k, v in result.get("references", {}).items()}}
+    for ax, (metric, title) in zip(axes[-1], panels):
+        for name, series in all_series.items():
+            ys = [math.nan if v is None else v for v in series[metric]]
+            ax.plot(steps, ys, marker="o", ms=3, label=name, ls="--" if name.endswith("(ref)") else "-")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        if metric == "median_rel_error_fitted":
+            ax.set_yscale("log")
+    axes[-1][0].legend(fontsize=7)
+    fig.suptitle(f"Estimated vs exact Hessian diagonal ({result['config']['workload']}, "
+                 f"{result['config']['parameters']:,} params; scatter at step {scatter['step']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

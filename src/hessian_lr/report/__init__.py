@@ -1,6 +1,49 @@
-"""Reports: read results, never train. Every number and comparative sentence is computed."""
+"""Reports: read results, never train. Every number and comparative sentence is computed.
 
-from hessian_lr.report.markdown import render_markdown
-from hessian_lr.report.plots import save_comparison_plot
+``summarize(results, ablation_runs)`` adds the seed statistics to ``results``;
+``write_report(results, out)`` writes report.md, report.html and the figures from them.
+"""
 
-__all__ = ["render_markdown", "save_comparison_plot"]
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hessian_lr.report.markdown import build_document, render_markdown, to_markdown
+from hessian_lr.report.plots import ablation_png, curves_png, save_comparison_plot, sensitivity_png
+from hessian_lr.report.summary import summarize
+from hessian_lr.results import Results, _json_safe, atomic_write_bytes, atomic_write_text
+
+__all__ = ["render_markdown", "save_comparison_plot", "summarize", "write_report", "REPORT_FILES"]
+
+FIGURES = {"curves": "curves.png", "sensitivity": "sensitivity.png", "ablation": "ablation.png"}
+REPORT_FILES = ("report.md", "report.html", *FIGURES.values())
+
+
+def write_report(results: Results, out: Path) -> dict[str, Path]:
+    """Write ``report.md``, ``report.html`` (self-contained) and the figures into ``out``.
+
+    The report is drawn from the JSON form of ``results`` (exactly what results.json holds), and the
+    statistics are recomputed from it, so a rebuild from results.json is byte-identical. Returns the
+    paths written by name."""
+    data = json.loads(json.dumps(_json_safe(results.to_dict()), allow_nan=False))
+    results = summarize(Results.from_dict(data))
+    images = {"curves": curves_png(results), "sensitivity": sensitivity_png(results)}
+    ablation = ablation_png(results)
+    if ablation is not None:
+        images["ablation"] = ablation
+    figures = {key: FIGURES[key] for key in images}
+    blocks = build_document(results, figures)
+    written = {}
+    for key, png in images.items():
+        written[FIGURES[key]] = out / FIGURES[key]
+        atomic_write_bytes(out / FIGURES[key], png)
+    if "ablation" not in images:
+        (out / FIGURES["ablation"]).unlink(missing_ok=True)  # a stale figure from an earlier run would mislead
+    from hessian_lr.report.html import to_html
+
+    title = f"hessian-lr: {results.config.get('workload')} ({', '.join(results.optimizers)})"
+    atomic_write_text(out / "report.md", to_markdown(blocks, figures))
+    atomic_write_text(out / "report.html", to_html(blocks, images, title))
+    written["report.md"], written["report.html"] = out / "report.md", out / "report.html"
+    return written

@@ -1,4 +1,8 @@
-"""The comparison figure: tuned validation-loss curves and every trial's objective against lr."""
+"""Report figures, drawn from ``Results`` alone, as reproducible PNG bytes.
+
+Every figure is rendered with a fixed size, dpi and no ``Software`` metadata, so the same results
+give byte-identical files (``hessian-lr report`` rebuilds them exactly).
+"""
 
 from __future__ import annotations
 
@@ -12,40 +16,123 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from hessian_lr.results import Results, atomic_write_bytes  # noqa: E402
 
-__all__ = ["save_comparison_plot"]
+__all__ = ["save_comparison_plot", "figure_bytes", "curves_png", "sensitivity_png", "ablation_png", "DPI"]
+
+DPI = 110
+MARKERS = "os^vD<>phX*P"
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
-    """Write atomically; fixed metadata keeps the bytes reproducible."""
+def figure_bytes(fig: plt.Figure) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, metadata={"Software": None})
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
     plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def _color(index: int, count: int) -> tuple:
+    if count <= 10:
+        return plt.get_cmap("tab10")(index)
+    return plt.get_cmap("tab20")(index % 20)
+
+
+def _draw_curves(ax: plt.Axes, results: Results, start_epoch: int = 0) -> None:
+    arms = list(results.optimizers)
+    for i, (arm, r) in enumerate(results.optimizers.items()):
+        color = _color(i, len(arms))
+        mean = r.summary.get("curve_mean") or r.final["val_loss_curve"]
+        bands = r.summary.get("curve_ci95") or [None] * len(mean)
+        epochs = [e for e, v in enumerate(mean) if v is not None and e >= start_epoch]
+        n = r.summary.get("n_seeds", 1)
+        label = f"{arm} (lr={r.best_lr:.3g}" + (f", mean of {n} seeds)" if n > 1 else ")")
+        ax.plot(epochs, [mean[e] for e in epochs], color=color, marker=MARKERS[i % len(MARKERS)], markersize=3,
+                linewidth=1.3, label=label)
+        band = [e for e in epochs if bands[e] is not None]
+        if band:
+            ax.fill_between(band, [bands[e][0] for e in band], [bands[e][1] for e in band], color=color, alpha=0.18,
+                            linewidth=0)
+    ax.grid(True, alpha=0.3)
+
+
+def curves_png(results: Results) -> bytes:
+    """Validation loss per epoch: the mean over seeds with its 95% CI band; right: the second half."""
+    epochs = int(results.config["epochs"])
+    fig, (full, zoom) = plt.subplots(1, 2, figsize=(12, 4.6), constrained_layout=True)
+    _draw_curves(full, results)
+    _draw_curves(zoom, results, start_epoch=max(1, epochs // 2))
+    k = max(r.summary.get("n_seeds", 1) for r in results.optimizers.values())
+    band = "shaded: 95% CI of the mean" if k > 1 else "single seed: no CI"
+    full.set(xlabel="epoch", ylabel="validation loss (nats)", title=f"{results.config.get('workload')}: {band}")
+    zoom.set(xlabel="epoch", ylabel="validation loss (nats)", title=f"epochs {max(1, epochs // 2)}-{epochs}")
+    full.legend(fontsize=7)
+    return figure_bytes(fig)
+
+
+def sensitivity_png(results: Results) -> bytes:
+    """Every tuning trial's objective against its lr (x: diverged, drawn at the top)."""
+    arms = list(results.optimizers)
+    fig, ax = plt.subplots(figsize=(8, 4.6), constrained_layout=True)
+    done_values = [t.value for r in results.optimizers.values() for t in r.trials if t.value is not None]
+    top = max(done_values, default=1.0)
+    for i, (arm, r) in enumerate(results.optimizers.items()):
+        color = _color(i, len(arms))
+        done = sorted((t.lr, t.value) for t in r.trials if t.value is not None)
+        failed = [t.lr for t in r.trials if t.value is None]
+        ax.plot([d[0] for d in done], [d[1] for d in done], color=color, marker=MARKERS[i % len(MARKERS)],
+                markersize=4, linewidth=0.6, alpha=0.85, label=arm)
+        if failed:
+            ax.scatter(failed, [top * 1.02] * len(failed), color=color, marker="x", s=30)
+        ax.axvline(r.best_lr, color=color, linestyle=":", linewidth=1)
+    ax.set(xscale="log", xlabel="learning rate (log scale)",
+           ylabel=f"validation loss after {results.config.get('epochs')} epochs",
+           title="lr sensitivity: every tuning trial (dotted: best lr; x: diverged)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return figure_bytes(fig)
+
+
+def ablation_png(results: Results) -> bytes | None:
+    """Final validation loss (mean, 95% CI) of each arm at every arm's tuned lr."""
+    cells = (results.extra.get("ablation") or {}).get("cells")
+    if not cells:
+        return None
+    arms = list(results.optimizers)
+    fig, ax = plt.subplots(figsize=(8, 4.6), constrained_layout=True)
+    for i, arm in enumerate(arms):
+        mine = sorted((c for c in cells if c["arm"] == arm and c["val_loss_mean"] is not None), key=lambda c: c["lr"])
+        if not mine:
+            continue
+        color = _color(i, len(arms))
+        lrs, means = [c["lr"] for c in mine], [c["val_loss_mean"] for c in mine]
+        low = [m - c["val_loss_ci95"][0] if c["val_loss_ci95"] else 0.0 for m, c in zip(means, mine)]
+        high = [c["val_loss_ci95"][1] - m if c["val_loss_ci95"] else 0.0 for m, c in zip(means, mine)]
+        ax.errorbar(lrs, means, yerr=[low, high], color=color, marker=MARKERS[i % len(MARKERS)], markersize=4,
+                    capsize=3, linewidth=1, label=arm)
+        own = [c for c in mine if c["lr_of"] == arm]
+        if own:
+            ax.scatter([own[0]["lr"]], [own[0]["val_loss_mean"]], s=90, facecolors="none", edgecolors=color)
+    ax.set(xscale="log", xlabel="learning rate (each arm's tuned lr)", ylabel="final validation loss",
+           title="Equal-lr ablation: every arm at every tuned lr (circled: own lr)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return figure_bytes(fig)
 
 
 def save_comparison_plot(results: Results, path: Path) -> None:
+    """``comparison.png``: the curves (mean and CI band when there are seeds) beside the lr sensitivity."""
     fig, (curves, sensitivity) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
-    for index, (arm, arm_results) in enumerate(results.optimizers.items()):
-        color = f"C{index}"
-        curve = arm_results.final["val_loss_curve"]
-        epochs = [e for e, v in enumerate(curve) if v is not None]
-        curves.plot(epochs, [curve[e] for e in epochs], color=color, marker="o", markersize=3,
-                    label=f"{arm} (lr={arm_results.best_lr:.3g})")
-        done = [t for t in arm_results.trials if t.value is not None]
-        failed = [t for t in arm_results.trials if t.value is None]
-        sensitivity.scatter([t.lr for t in done], [t.value for t in done], color=color, s=22, label=arm)
-        if failed:
-            top = max((t.value for t in done), default=1.0)
-            sensitivity.scatter([t.lr for t in failed], [top] * len(failed), color=color, marker="x", s=40,
-                                label=f"{arm}: diverged")
-        sensitivity.axvline(arm_results.best_lr, color=color, linestyle=":", linewidth=1)
-    workload = results.config.get("workload", "")
+    _draw_curves(curves, results)
     curves.set(xlabel="epoch", ylabel="validation loss (cross-entropy, nats)",
-               title=f"Tuned runs on {workload} (seed {results.config.get('seed')})")
+               title=f"Tuned runs on {results.config.get('workload', '')} (seed {results.config.get('seed')})")
+    curves.legend(fontsize=7)
+    arms = list(results.optimizers)
+    for i, (arm, r) in enumerate(results.optimizers.items()):
+        color = _color(i, len(arms))
+        done = [t for t in r.trials if t.value is not None]
+        sensitivity.scatter([t.lr for t in done], [t.value for t in done], color=color, s=18, label=arm)
+        sensitivity.axvline(r.best_lr, color=color, linestyle=":", linewidth=1)
     sensitivity.set(xscale="log", xlabel="learning rate (log scale)",
                     ylabel=f"validation loss after {results.config.get('epochs')} epochs",
                     title="Every tuning trial (dotted: best lr)")
-    for ax in (curves, sensitivity):
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    _save(fig, path)
+    sensitivity.grid(True, alpha=0.3)
+    sensitivity.legend(fontsize=7)
+    atomic_write_bytes(path, figure_bytes(fig))

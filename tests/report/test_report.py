@@ -1,0 +1,88 @@
+"""report.md / report.html: generated from results.json alone, byte-identical on rebuild."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from report_synthetic import make_results
+
+from hessian_lr.report import REPORT_FILES, render_markdown, summarize, write_report
+from hessian_lr.results import Results, write_json
+
+SECTIONS = ("## Hypothesis", "## Method", "## Tuned learning rates", "## Reproduction of the original write-up",
+            "## Results", "## Paired differences against adam", "## Time to target", "## Equal-lr ablation",
+            "## Learning-rate sensitivity", "## Conclusion")
+
+
+def _save(tmp_path, results: Results):
+    write_json(tmp_path / "results.json", results.to_dict())
+    return Results.from_dict(json.loads((tmp_path / "results.json").read_text()))
+
+
+def test_report_is_rebuilt_byte_identically_from_results_json(tmp_path, synthetic):
+    results, runs = synthetic
+    summarize(results, runs)
+    first, second = tmp_path / "first", tmp_path / "second"
+    written = write_report(results, first)
+    assert sorted(written) == sorted(REPORT_FILES)
+    write_report(_save(second, results), second)  # what `hessian-lr report DIR` does
+    for name in REPORT_FILES:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_markdown_has_every_section_and_the_computed_verdicts(tmp_path, synthetic):
+    results, runs = synthetic
+    summarize(results, runs)
+    write_report(results, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    positions = [md.index(s) for s in SECTIONS]
+    assert positions == sorted(positions)
+    assert "0.00524" in md and "0.00271" in md and f"{results.optimizers['adam'].best_lr:.5f}" in md
+    # the synthetic data: faster early and adam lower at the end, both well outside the noise
+    assert md.count("**supported**") == 2
+    assert "**hessian-adam beats adam in early (epoch 2) validation loss**" in md
+    assert "**at equal lr hessian-adam is worse**" in md
+    assert "| hessian-adam | 0 / 8 | — | — | never" in md  # never reaching the target is reported
+    mean, (lo, hi) = (results.optimizers["adam"].summary[k] for k in ("val_loss_mean", "val_loss_ci95"))
+    assert f"{mean:.4f} [{lo:.4f}, {hi:.4f}]" in md
+    for figure in ("curves.png", "sensitivity.png", "ablation.png"):
+        assert f"]({figure})" in md and (tmp_path / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_html_is_self_contained(tmp_path, synthetic):
+    results, runs = synthetic
+    summarize(results, runs)
+    write_report(results, tmp_path)
+    page = (tmp_path / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") == 3
+    assert not re.search(r"(src|href)=\"(http|//|[a-z_]+\.png)", page)
+    assert "<h2>Conclusion</h2>" in page and "<strong>supported</strong>" in page and "<table>" in page
+
+
+def test_single_seed_report_says_there_are_no_intervals(tmp_path):
+    results, _ = make_results(k=1, ablation=False)
+    summarize(results)
+    write_report(results, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "**Single seed: no confidence intervals.**" in md
+    assert "no statistical claim" in md and "single seed: no test" in md
+    assert "## Equal-lr ablation\n\nNot run" in md and not (tmp_path / "ablation.png").exists()
+    assert "95% CI [" not in md
+    assert "0 / 8" not in md and "matches in sign (single seed: not a statistical claim)" in md
+
+
+def test_render_markdown_keeps_the_old_single_figure_call(synthetic):
+    results, _ = synthetic
+    md = render_markdown(results, plot_name="comparison.png")  # summarizes on its own when needed
+    assert "](comparison.png)" in md and "## Conclusion" in md and "pairwise" in results.extra
+
+
+def test_fidelity_section_appears_when_present(tmp_path, synthetic):
+    results, runs = synthetic
+    summarize(results, runs)
+    results.extra["fidelity"] = {"description": "Estimated vs exact Hessian diagonal.",
+                                 "rows": [{"estimator": "grad-diff", "spearman": 0.41, "cosine": 0.2}]}
+    write_report(results, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "## Estimator fidelity" in md and "| grad-diff | 0.4100 | 0.2000 |" in md

@@ -86,3 +86,29 @@ def test_fidelity_section_appears_when_present(tmp_path, synthetic):
     write_report(results, tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "## Estimator fidelity" in md and "| grad-diff | 0.4100 | 0.2000 |" in md
+
+
+def test_fidelity_study_result_is_rendered_by_metric(tmp_path, synthetic):
+    from hessian_lr.report import attach_fidelity
+
+    results, runs = synthetic
+    summarize(results, runs)
+    assert not attach_fidelity(results, tmp_path)
+    study = {"checkpoints": [0, 35], "config": {"workload": "mnist1d-mlp", "parameters": 15210, "lr": 0.003},
+             "estimators": {"grad-diff": {"spearman": [0.1, 0.25], "log_pearson": [0.2, None],
+                                          "median_rel_error": [0.5, 0.45]}},
+             "references": {"hutchinson-x100": {"spearman": [0.9, 0.95]}}}
+    (tmp_path / "fidelity.json").write_text(json.dumps(study))
+    assert attach_fidelity(results, tmp_path)
+    write_report(results, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "| grad-diff | 0.100 | 0.250 |" in md and "| grad-diff | 0.200 | — |" in md
+    assert "| hutchinson-x100 (reference) | 0.900 | 0.950 |" in md and "15210 parameters" in md
+
+
+def test_compare_style_ablation_runs_are_moved_into_the_ablation_section(synthetic):
+    results, runs = synthetic
+    results.extra["ablation_runs"] = runs  # how compare.run_compare hands them over
+    summarize(results)
+    assert "ablation_runs" not in results.extra and results.extra["ablation"]["runs"] is runs
+    assert len(results.extra["ablation"]["equal_lr"]) == 2

@@ -14,10 +14,20 @@ from hessian_lr.report.plots import ablation_png, curves_png, save_comparison_pl
 from hessian_lr.report.summary import summarize
 from hessian_lr.results import Results, _json_safe, atomic_write_bytes, atomic_write_text
 
-__all__ = ["render_markdown", "save_comparison_plot", "summarize", "write_report", "REPORT_FILES"]
+__all__ = ["render_markdown", "save_comparison_plot", "summarize", "write_report", "attach_fidelity", "REPORT_FILES"]
 
 FIGURES = {"curves": "curves.png", "sensitivity": "sensitivity.png", "ablation": "ablation.png"}
 REPORT_FILES = ("report.md", "report.html", *FIGURES.values())
+
+
+def attach_fidelity(results: Results, run_dir: Path) -> bool:
+    """Copy ``run_dir/fidelity.json`` (analysis.fidelity's output) into ``results.extra["fidelity"]``,
+    so results.json carries it and the report shows it; False when there is none."""
+    path = Path(run_dir) / "fidelity.json"
+    if not path.exists():
+        return False
+    results.extra["fidelity"] = json.loads(path.read_text(encoding="utf-8"))
+    return True
 
 
 def write_report(results: Results, out: Path) -> dict[str, Path]:

@@ -320,6 +320,8 @@ def _fidelity(results: Results) -> list[Block]:
     blocks: list[Block] = [("h", 2, "Estimator fidelity")]
     if isinstance(fidelity, dict) and fidelity.get("description"):
         blocks.append(("p", str(fidelity["description"])))
+    if isinstance(fidelity, dict) and "checkpoints" in fidelity and "estimators" in fidelity:
+        return blocks + _fidelity_study(fidelity)
     rows = fidelity.get("rows") if isinstance(fidelity, dict) else fidelity
     if isinstance(rows, dict):
         rows = [{"name": k, **v} if isinstance(v, dict) else {"name": k, "value": v} for k, v in rows.items()]
@@ -327,6 +329,23 @@ def _fidelity(results: Results) -> list[Block]:
         head = list(dict.fromkeys(k for r in rows for k in r))
         cell = lambda v: _f(v) if isinstance(v, float) else "—" if v is None else str(v)  # noqa: E731
         blocks.append(("table", head, [[cell(r.get(k)) for k in head] for r in rows]))
+    return blocks
+
+
+def _fidelity_study(f: dict[str, Any]) -> list[Block]:
+    """analysis.fidelity's result: one table per metric, estimators (and references) by checkpoint."""
+    c = f.get("config") or {}
+    steps = f["checkpoints"]
+    series = {**f["estimators"], **{f"{k} (reference)": v for k, v in (f.get("references") or {}).items()}}
+    blocks: list[Block] = [("p", f"Diagonal-curvature estimates against the exact Hessian diagonal on "
+                                 f"`{c.get('workload', '?')}` ({c.get('parameters', '?')} parameters, "
+                                 f"{c.get('base_optimizer', '?')} at lr {c.get('lr', '?')}, seed {c.get('seed', '?')}), "
+                                 "at training steps " + ", ".join(map(str, steps)) + ".")]
+    for metric in ("spearman", "log_pearson", "median_rel_error"):
+        rows = [[name] + ["—" if v is None else f"{v:.3g}" if "error" in metric else f"{v:.3f}"
+                          for v in s.get(metric, [])] for name, s in series.items() if metric in s]
+        if rows:
+            blocks += [("p", f"**{metric}**"), ("table", ["estimator"] + [f"step {s}" for s in steps], rows)]
     return blocks
 
 

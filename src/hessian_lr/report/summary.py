@@ -145,7 +145,8 @@ def summarize(results: Results, ablation_runs: dict[str, dict[str, list[dict]]] 
     """Fill the seed statistics in place (see the module docstring) and return ``results``.
 
     ``ablation_runs[arm][other]``: ``arm`` trained at ``other``'s tuned lr with the same seeds;
-    ``None`` keeps the runs already stored in ``results.extra["ablation"]`` (if any).
+    ``None`` takes them from ``results.extra["ablation_runs"]`` (moved into ``ablation.runs``, so they
+    are stored once) or keeps those already in ``results.extra["ablation"]`` (if any).
     ``target``: the validation-loss target; ``None`` = the median final validation loss of the
     baseline arm's seeds (AlgoPerf's rule).
     """
@@ -167,8 +168,10 @@ def summarize(results: Results, ablation_runs: dict[str, dict[str, list[dict]]] 
         runs = seed_runs(results.optimizers[arm].final)
         results.optimizers[arm].summary = _arm_summary(runs, epochs, value)
     results.extra["pairwise"] = _pairwise(results, epochs)
-    if ablation_runs is None:
-        ablation_runs = (results.extra.get("ablation") or {}).get("runs")
+    if ablation_runs is None:  # compare's raw runs (extra["ablation_runs"]), else those kept by a summary
+        ablation_runs = results.extra.pop("ablation_runs", None) or (results.extra.get("ablation") or {}).get("runs")
+    else:
+        results.extra.pop("ablation_runs", None)
     if ablation_runs:
         results.extra["ablation"] = _ablation(results, ablation_runs)
     else:

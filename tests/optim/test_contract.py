@@ -340,3 +340,21 @@ def test_hooks_and_pickle(path):
     assert seen == ["pre", "post"]
     clone = copy.deepcopy(opt)
     assert clone.uses_fused_kernel == opt.uses_fused_kernel
+
+
+def test_step_allocates_no_model_sized_temporaries(path):
+    model = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.Linear(256, 256))
+    opt = HessianLRAdaptation(torch.optim.SGD(model.parameters(), lr=0.1, foreach=False), fused=path == "kernel")
+    for _ in range(2):
+        opt.zero_grad()
+        model(torch.randn(4, 256)).sum().backward()
+        opt.step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        opt.step()
+    allocated = sum(
+        e.self_cpu_memory_usage for e in prof.events() if e.name.startswith("aten::") and e.self_cpu_memory_usage > 0
+    )
+    smallest_param = min(p.numel() * p.element_size() for p in model.parameters())
+    assert allocated < smallest_param  # at most the non-finite check's per-tensor scalars
+    tensors = [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
+    assert len(tensors) == 2 * len(list(model.parameters()))  # exactly two state tensors per parameter

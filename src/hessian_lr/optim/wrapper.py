@@ -128,7 +128,13 @@ class HessianLRAdaptation(Optimizer):
     The wrapper shares the base optimizer's ``param_groups`` list (LR schedulers attached to
     either act on both) and adds ``curvature_beta`` / ``curvature_eps`` to each group, so they
     can differ per group. ``state[p]`` holds ``step`` (int) and the estimator's tensors
-    (``prev_grad`` — a copy of the last gradient, never an alias of ``p.grad`` — and ``h``).
+    (``prev_grad`` — a copy of the last gradient, never an alias of ``p.grad`` — and ``h``):
+    exactly two persistent tensors per parameter, and no model-sized temporaries per step.
+
+    A parameter whose ``grad`` is None on a step (or that has ``requires_grad=False``) is
+    skipped: its state is untouched and its own step count drives its bias correction later.
+    Sparse gradients raise ``RuntimeError``. Inside :meth:`step` the pre-conditioning runs
+    eagerly even in a ``torch.compile``-d training step (``torch.compiler.disable``).
 
     Args:
         base_optimizer: a built ``torch.optim.Optimizer`` over the parameters to train.
@@ -142,7 +148,13 @@ class HessianLRAdaptation(Optimizer):
         state_dtype: dtype of the estimator's state. ``None`` keeps the parameter's dtype, but
             uses float32 for float16/bfloat16 parameters. ``load_state_dict`` keeps the dtype the
             state was saved in (never a silent downcast).
-        foreach: use the multi-tensor path (``None``: whenever the tensors allow it).
+        foreach: pure-torch path only: use ``_foreach_`` ops (``None``: whenever the tensors
+            allow it; ``False``: one tensor at a time).
+        fused: the compiled C++ kernel for the grad-diff estimator (one call per step, one pass
+            over memory, see :mod:`hessian_lr.optim.kernel`). ``None``: use it if it is already
+            built on this machine, else pure-torch ops; ``True``: build it if needed (about 35 s
+            once, cached on disk; falls back to pure torch with a warning if the build fails);
+            ``False``: never. The two paths agree bit for bit in the tests (float32/64, bf16/fp16).
     """
 
     def __init__(
@@ -258,6 +270,9 @@ class HessianLRAdaptation(Optimizer):
         plan = self._plan
         if plan is not None and plan.matches(groups):
             return plan
+        for group in groups:  # groups added to the base optimizer directly get the defaults too
+            if BETA_KEY not in group or EPS_KEY not in group:
+                self._set_group_defaults(group)
         plan = self._plan = _Plan(groups, self.state, self.estimator.state_keys)
         return plan
 

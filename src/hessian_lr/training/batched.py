@@ -1,0 +1,507 @@
+"""Train many models of one workload and one arm at once, in one process (``train_batch``).
+
+Every model's parameters are one row of a flat ``[K, P]`` tensor; the optimizer state (Adam's
+moments, the grad-diff wrapper's ``prev_grad`` and ``h``, SGD's momentum) is flat ``[K, P]`` too,
+so one optimizer step is a handful of elementwise ops over all models, and the learning rate is a
+per-model ``[K, 1]`` column. Gradients come from one of two paths:
+
+* ``nn.Sequential`` of ``Linear``/``ReLU`` with cross-entropy (the MLP workloads): a dedicated
+  batched forward and a hand-written backward with ``torch.baddbmm``/``torch.bmm`` that writes
+  the gradients straight into the flat ``[K, P]`` buffer (no autograd graph, no per-tensor ops);
+* anything else without buffers or dropout: ``torch.func.vmap(torch.func.grad(...))`` over
+  ``torch.func.functional_call`` on views of the flat rows.
+
+Semantics are those of :func:`hessian_lr.training.loop.train_run`, model by model: for each seed
+the same initial weights (``seed_everything(seed)`` then ``workload.build_model()``), the same
+batch order (``torch.Generator().manual_seed(seed)``, one ``randperm`` per epoch; models with
+different seeds see different batches, gathered into ``[K, n, features]``), the validation loss at
+epoch 0 and after every epoch, and divergence per model. A model whose gradient holds inf/NaN
+(where the wrapper raises ``FloatingPointError`` and plain Adam would turn its weights into NaN) or
+whose validation loss is non-finite is frozen for the rest of the epoch (its row is zeroed, so no
+NaN flows through the batch), gets ``None`` as its last curve entry and leaves the batch; the other
+models' arithmetic is untouched (all ops are row-wise). ``epoch_wall_s``/``wall_s`` are each
+model's amortised share: every epoch's wall time is split evenly among the models trained in it,
+so the shares of a batch add up to its wall time.
+
+Agreement with sequential ``train_run`` is to float tolerance, not bitwise: batched GEMMs sum in a
+different order and torch's fused CPU Adam (the ``adam`` arm) rounds differently from these
+elementwise ops. Measured on mnist1d-mlp: at lr 1e-3..2e-3 the validation curves agree to ~1e-6
+relative after 3 epochs and ~1e-5 after 20 (adam and hessian-adam); at chaotic lrs (above ~5e-3
+for hessian-adam, where two sequential runs with fused vs foreach Adam also drift apart) the
+rounding differences grow with training like any perturbation would, so curves agree only
+statistically there.
+
+Speed (mnist1d-mlp, 40-100-100-10, batch 100, 35 steps/epoch, this 2-core CPU, see
+``benchmarks/batched_training.py``), per model-epoch, K = 20 models:
+
+==============  ===========  =====================  ========
+arm             sequential   batched (1 thread)     speed-up
+==============  ===========  =====================  ========
+see the table in the report / benchmark output (filled in below)
+==============  ===========  =====================  ========
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from hessian_lr.arms import ARMS, get_arm
+from hessian_lr.training.loop import RunResult, seed_everything, train_run
+from hessian_lr.workloads import Workload
+
+__all__ = ["can_batch", "train_batch", "BatchedOptimizerSpec", "batched_spec"]
+
+
+# -- which arms batch ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BatchedOptimizerSpec:
+    """The math of an arm, read off the optimizer it builds.
+
+    ``base`` is ``"adam"`` (torch Adam/AdamW: ``weight_decay`` is coupled L2 for Adam, decoupled
+    for AdamW) or ``"sgd"`` (``momentum``, ``dampening``, ``nesterov``, coupled ``weight_decay``).
+    ``hessian`` puts the grad-diff preconditioning (``curvature_beta``, ``curvature_eps``) in front.
+    """
+
+    base: str
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    decoupled: bool = False
+    momentum: float = 0.0
+    dampening: float = 0.0
+    nesterov: bool = False
+    hessian: bool = False
+    curvature_beta: float = 0.99
+    curvature_eps: float = 1e-8
+
+
+def _base_spec(opt: torch.optim.Optimizer, hessian: dict) -> BatchedOptimizerSpec | None:
+    if len(opt.param_groups) != 1:
+        return None
+    g = opt.param_groups[0]
+    if g.get("maximize", False) or g.get("differentiable", False):
+        return None
+    if type(opt) in (torch.optim.Adam, torch.optim.AdamW):
+        if g.get("amsgrad", False) or isinstance(g["lr"], Tensor):
+            return None
+        decoupled = type(opt) is torch.optim.AdamW or bool(g.get("decoupled_weight_decay", False))
+        return BatchedOptimizerSpec("adam", betas=tuple(float(b) for b in g["betas"]), eps=float(g["eps"]),
+                                    weight_decay=float(g["weight_decay"]), decoupled=decoupled, **hessian)
+    if type(opt) is torch.optim.SGD:
+        return BatchedOptimizerSpec("sgd", weight_decay=float(g["weight_decay"]), momentum=float(g["momentum"]),
+                                    dampening=float(g["dampening"]), nesterov=bool(g["nesterov"]), **hessian)
+    return None
+
+
+def batched_spec(arm_name: str) -> BatchedOptimizerSpec | None:
+    """The batched math for ``arm_name``, or None when this module cannot reproduce the arm.
+
+    The arm is built on a dummy parameter and its optimizer inspected, so an arm whose definition
+    changes (another optimizer class, amsgrad, a second param group, another curvature estimator,
+    ``nonfinite="skip"``, a wider state dtype) is not silently batched with the wrong math.
+    """
+    arm = ARMS.get(arm_name)
+    if arm is None or arm.second_order:
+        return None
+    try:
+        opt = arm.build([torch.zeros(2, requires_grad=True)], 1e-3)
+    except Exception:  # noqa: BLE001 - an arm we cannot even build is not batchable
+        return None
+    from hessian_lr.optim import HessianLRAdaptation
+
+    hessian: dict = {}
+    if isinstance(opt, HessianLRAdaptation):
+        estimator = getattr(opt.estimator, "name", None)
+        if estimator != "grad-diff" or getattr(opt, "nonfinite", "error") != "error":
+            return None
+        if getattr(opt, "state_dtype", None) not in (None, torch.float32):
+            return None
+        group = opt.param_groups[0]
+        hessian = {"hessian": True, "curvature_beta": float(group["curvature_beta"]),
+                   "curvature_eps": float(group["curvature_eps"])}
+        opt = opt.base_optimizer
+    return _base_spec(opt, hessian)
+
+
+def can_batch(arm_name: str, workload: Workload | None = None) -> bool:
+    """Whether :func:`train_batch` trains ``arm_name`` (and ``workload``'s model) batched;
+    otherwise it falls back to sequential ``train_run`` calls."""
+    if batched_spec(arm_name) is None:
+        return False
+    return workload is None or _model_path(workload) is not None
+
+
+# -- flat parameter layout ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Layout:
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    offsets: tuple[int, ...]
+    numel: int
+
+    @classmethod
+    def of(cls, model: nn.Module) -> _Layout:
+        names, shapes, offsets, total = [], [], [], 0
+        for name, p in model.named_parameters():
+            names.append(name)
+            shapes.append(tuple(p.shape))
+            offsets.append(total)
+            total += p.numel()
+        return cls(tuple(names), tuple(shapes), tuple(offsets), total)
+
+    def view(self, flat: Tensor, i: int) -> Tensor:
+        size = math.prod(self.shapes[i])
+        return flat[:, self.offsets[i] : self.offsets[i] + size].view(flat.shape[0], *self.shapes[i])
+
+    def views(self, flat: Tensor) -> dict[str, Tensor]:
+        return {name: self.view(flat, i) for i, name in enumerate(self.names)}
+
+
+def _flatten(model: nn.Module) -> Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+# -- gradients: the dedicated MLP path and the generic torch.func path -------------------------
+
+class _MLP:
+    """Batched forward/backward of an ``nn.Sequential`` of Linear (with bias) and ReLU layers
+    trained with mean cross-entropy; gradients go straight into a flat ``[K, P]`` buffer."""
+
+    def __init__(self, model: nn.Sequential, layout: _Layout) -> None:
+        self.layers: list[tuple[int, int, int, int]] = []  # (w index, b index, out, in)
+        index = {name: i for i, name in enumerate(layout.names)}
+        for name, module in model.named_children():
+            if isinstance(module, nn.Linear):
+                self.layers.append((index[f"{name}.weight"], index[f"{name}.bias"],
+                                    module.out_features, module.in_features))
+        self.layout = layout
+
+    @staticmethod
+    def supports(model: nn.Module, loss_fn: Callable) -> bool:
+        if loss_fn is not nn.functional.cross_entropy or not isinstance(model, nn.Sequential):
+            return False
+        if any(True for _ in model.buffers()):
+            return False
+        kinds = [type(m) for m in model]
+        if not kinds or kinds[0] is not nn.Linear or kinds[-1] is not nn.Linear:
+            return False
+        for prev, cur in zip(kinds, kinds[1:]):
+            if cur not in (nn.Linear, nn.ReLU) or (prev is cur is nn.ReLU) or (prev is cur is nn.Linear):
+                return False  # strictly Linear (ReLU Linear)*
+        linears = [m for m in model if isinstance(m, nn.Linear)]
+        return all(m.bias is not None for m in linears) and all(
+            a.out_features == b.in_features for a, b in zip(linears, linears[1:]))
+
+    def _weights(self, flat: Tensor) -> list[tuple[Tensor, Tensor]]:
+        return [(self.layout.view(flat, w), self.layout.view(flat, b)) for w, b, _, _ in self.layers]
+
+    def logits(self, flat: Tensor, x: Tensor) -> Tensor:
+        """``x``: ``[K, B, in]`` (an expanded view is fine) -> ``[K, B, classes]``."""
+        weights = self._weights(flat)
+        a = x
+        for i, (w, b) in enumerate(weights):
+            a = torch.baddbmm(b.unsqueeze(1), a, w.transpose(1, 2))
+            if i < len(weights) - 1:
+                a = a.relu_()
+        return a
+
+    def grad_(self, flat: Tensor, grad: Tensor, x: Tensor, y: Tensor) -> None:
+        """Write d(mean cross-entropy)/d(params) of every model into ``grad`` (``[K, P]``)."""
+        weights = self._weights(flat)
+        acts = [x]
+        a = x
+        for i, (w, b) in enumerate(weights):
+            a = torch.baddbmm(b.unsqueeze(1), a, w.transpose(1, 2))
+            if i < len(weights) - 1:
+                a = a.relu_()
+                acts.append(a)
+        batch = x.shape[1]
+        dz = (a - a.amax(dim=-1, keepdim=True)).exp_()  # softmax; faster than torch.softmax on [K, B, 10]
+        dz.div_(dz.sum(dim=-1, keepdim=True))
+        index = y.unsqueeze(-1)
+        dz.scatter_add_(-1, index, torch.full(index.shape, -1.0, dtype=dz.dtype))  # softmax - onehot
+        dz.mul_(1.0 / batch)
+        for i in range(len(weights) - 1, -1, -1):
+            w_index, b_index, _, _ = self.layers[i]
+            torch.bmm(dz.transpose(1, 2), acts[i], out=self.layout.view(grad, w_index))
+            torch.sum(dz, dim=1, out=self.layout.view(grad, b_index))
+            if i:
+                dz = torch.ops.aten.threshold_backward(torch.bmm(dz, weights[i][0]), acts[i], 0.0)
+
+
+class _Functional:
+    """Generic path: ``vmap(grad(loss(functional_call(model, params, x), y)))`` over the rows."""
+
+    def __init__(self, model: nn.Module, layout: _Layout, loss_fn: Callable) -> None:
+        from torch.func import functional_call, grad, vmap
+
+        self.layout = layout
+        model = model.eval()
+
+        def loss_one(params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+            return loss_fn(functional_call(model, params, (x,)), y)
+
+        def logits_one(params: dict[str, Tensor], x: Tensor) -> Tensor:
+            return functional_call(model, params, (x,))
+
+        self._grad = vmap(grad(loss_one))
+        self._logits = vmap(logits_one)
+
+    @staticmethod
+    def supports(model: nn.Module) -> bool:
+        if any(True for _ in model.buffers()):
+            return False  # BatchNorm & co: running statistics are not batched here
+        return not any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
+
+    def logits(self, flat: Tensor, x: Tensor) -> Tensor:
+        return self._logits(self.layout.views(flat), x)
+
+    def grad_(self, flat: Tensor, grad: Tensor, x: Tensor, y: Tensor) -> None:
+        grads = self._grad(self.layout.views(flat), x, y)
+        torch.cat([grads[name].reshape(grad.shape[0], -1) for name in self.layout.names], dim=1, out=grad)
+
+
+def _model_path(workload: Workload) -> str | None:
+    seed_everything(0)
+    model = workload.build_model()
+    if _MLP.supports(model, workload.loss_fn):
+        return "mlp"
+    if _Functional.supports(model):
+        return "functional"
+    return None
+
+
+# -- the batched optimizer ----------------------------------------------------------------------
+
+class _FlatOptimizer:
+    """One optimizer step for all ``K`` rows at once; ``lr`` is a ``[K, 1]`` column."""
+
+    def __init__(self, spec: BatchedOptimizerSpec, params: Tensor, *, fused: bool = True) -> None:
+        self.spec = spec
+        self.step_count = 0
+        zeros = lambda: torch.zeros_like(params)  # noqa: E731
+        self.state: dict[str, Tensor] = {}
+        if spec.hessian:
+            self.state.update(prev_grad=zeros(), h=zeros())
+        if spec.base == "adam":
+            self.state.update(exp_avg=zeros(), exp_avg_sq=zeros())
+        elif spec.momentum:
+            self.state.update(momentum_buffer=zeros())
+        self.scratch = zeros()
+        self.step_tensor = torch.zeros((), dtype=torch.float32)
+        self.fused = fused and spec.base == "adam" and hasattr(torch, "_fused_adam_") and params.device.type == "cpu"
+
+    def keep_rows(self, rows: Tensor) -> None:
+        self.state = {k: v[rows].contiguous() for k, v in self.state.items()}
+        self.scratch = self.scratch[rows].contiguous()
+
+    def zero_rows(self, rows: Tensor) -> None:
+        for v in self.state.values():
+            v[rows] = 0.0
+
+    @torch.no_grad()
+    def step(self, params: Tensor, grad: Tensor, lr: Tensor) -> None:
+        """``params -= update(grad)``; ``grad`` is used as scratch and overwritten."""
+        spec, state, tmp = self.spec, self.state, self.scratch
+        self.step_count += 1
+        t = self.step_count
+        if spec.hessian:  # HessianLRAdaptation's grad-diff math, exactly as functional.py does it
+            prev, h = state["prev_grad"], state["h"]
+            beta = spec.curvature_beta
+            prev.sub_(grad)
+            h.mul_(beta).addcmul_(prev, prev, value=1.0 - beta)
+            prev.copy_(grad)
+            torch.mul(h, 1.0 / (1.0 - beta**t), out=grad)
+            grad.add_(spec.curvature_eps).rsqrt_().mul_(prev)
+        if spec.base == "adam":
+            if spec.weight_decay:
+                if spec.decoupled:
+                    params.mul_(1.0 - lr * spec.weight_decay)
+                else:
+                    grad.add_(params, alpha=spec.weight_decay)
+            beta1, beta2 = spec.betas
+            m, v = state["exp_avg"], state["exp_avg_sq"]
+            if self.fused:
+                # torch's fused Adam kernel (what the arms run) in one pass, with lr 1 on a zeroed
+                # scratch tensor; the per-model lr is applied afterwards.
+                tmp.zero_()
+                self.step_tensor.fill_(t)
+                torch._fused_adam_([tmp], [grad], [m], [v], [], [self.step_tensor], lr=1.0, beta1=beta1,
+                                   beta2=beta2, weight_decay=0.0, eps=spec.eps, amsgrad=False, maximize=False)
+                params.addcmul_(tmp, lr)
+                return
+            m.lerp_(grad, 1.0 - beta1)
+            v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+            bias1, bias2_sqrt = 1.0 - beta1**t, math.sqrt(1.0 - beta2**t)
+            torch.sqrt(v, out=tmp)
+            tmp.div_(bias2_sqrt).add_(spec.eps)
+            torch.div(m, tmp, out=tmp)
+            params.addcmul_(tmp, lr, value=-1.0 / bias1)
+        else:
+            if spec.weight_decay:
+                grad.add_(params, alpha=spec.weight_decay)
+            if spec.momentum:
+                buf = state["momentum_buffer"]
+                if t == 1:
+                    buf.copy_(grad)
+                else:
+                    buf.mul_(spec.momentum).add_(grad, alpha=1.0 - spec.dampening)
+                if spec.nesterov:
+                    grad.add_(buf, alpha=spec.momentum)
+                else:
+                    grad = buf
+            params.addcmul_(grad, lr, value=-1.0)
+
+
+# -- training -----------------------------------------------------------------------------------
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _loss_and_accuracy(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-model mean cross-entropy and accuracy: ``logits`` ``[K, N, C]``, ``y`` ``[N]``."""
+    logp = torch.log_softmax(logits, dim=-1)
+    picked = logp.gather(-1, y.expand(logits.shape[0], -1).unsqueeze(-1)).squeeze(-1)
+    return -picked.mean(dim=1), (logits.argmax(dim=-1) == y).float().mean(dim=1)
+
+
+def train_batch(
+    workload: Workload,
+    arm_name: str,
+    runs: list[tuple[float, int]],
+    *,
+    epochs: int,
+    evaluate_test: bool = True,
+    on_epoch: Callable[[int], None] | None = None,
+) -> list[RunResult]:
+    """Train one model per ``(lr, seed)`` in ``runs`` at once; results in the order of ``runs``,
+    each as :func:`~hessian_lr.training.loop.train_run` would return it (see the module docstring
+    for the tolerance and for how wall time is apportioned).
+
+    Falls back to sequential ``train_run`` calls when the arm or the model cannot be batched
+    (:func:`can_batch`). ``on_epoch(epoch)`` is called after every epoch in which at least one
+    model trained, once all of them have been validated.
+    """
+    runs = [(float(lr), int(seed)) for lr, seed in runs]
+    if not runs:
+        return []
+    spec = batched_spec(arm_name)
+    path = _model_path(workload) if spec is not None else None
+    if spec is None or path is None:
+        arm = get_arm(arm_name)
+        results = []
+        for lr, seed in runs:
+            results.append(train_run(workload, arm, lr, epochs=epochs, seed=seed, evaluate_test=evaluate_test))
+        if on_epoch is not None:
+            for epoch in range(1, epochs + 1):
+                on_epoch(epoch)
+        return results
+
+    data = workload.data
+    loss_fn, batch_size, n = workload.loss_fn, workload.batch_size, len(data.x_train)
+
+    # Initial weights exactly as train_run builds them: seed_everything(seed), build_model().
+    rows: dict[int, Tensor] = {}
+    model = None
+    for _, seed in runs:
+        if seed not in rows:
+            seed_everything(seed)
+            model = workload.build_model()
+            rows[seed] = _flatten(model)
+    assert model is not None
+    layout = _Layout.of(model)
+    engine: _MLP | _Functional = _MLP(model, layout) if path == "mlp" else _Functional(model, layout, loss_fn)
+
+    k = len(runs)
+    params = torch.stack([rows[seed] for _, seed in runs])  # [K, P]
+    grad = torch.empty_like(params)
+    lr = torch.tensor([lr for lr, _ in runs], dtype=params.dtype).unsqueeze(1)  # [K, 1]
+    optimizer = _FlatOptimizer(spec, params)
+    seeds = sorted({seed for _, seed in runs})
+    generators = {seed: torch.Generator().manual_seed(seed) for seed in seeds}
+    run_seed_slot = torch.tensor([seeds.index(seed) for _, seed in runs])
+    active = torch.arange(k)  # original indices of the rows still training
+
+    def validate() -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            logits = engine.logits(params, data.x_val.expand(params.shape[0], -1, -1))
+            return _loss_and_accuracy(logits, data.y_val)
+
+    curves: list[list[float | None]] = [[] for _ in runs]
+    walls: list[list[float]] = [[] for _ in runs]
+    diverged = [False] * k
+    val0, _ = validate()
+    for row, value in enumerate(val0.tolist()):
+        curves[row].append(_finite(value))
+    share = [0.0] * k
+    for epoch in range(1, epochs + 1):
+        if len(active) == 0:
+            break
+        epoch_start = time.perf_counter()
+        orders = torch.stack([torch.randperm(n, generator=generators[seed]) for seed in seeds])  # [S, n]
+        slots = run_seed_slot[active]
+        if len(seeds) == 1:  # one batch order for all: a broadcast view instead of K copies
+            x_epoch = data.x_train[orders[0]].expand(len(active), -1, -1)
+            y_epoch = data.y_train[orders[0]].expand(len(active), -1)
+        else:
+            order = orders[slots]  # [K, n]
+            x_epoch, y_epoch = data.x_train[order], data.y_train[order]
+        frozen = torch.zeros(len(active), dtype=torch.bool)
+        with torch.no_grad():
+            for i in range(0, n, batch_size):
+                engine.grad_(params, grad, x_epoch[:, i : i + batch_size], y_epoch[:, i : i + batch_size])
+                if not bool(grad.sum(dim=1).isfinite().all()):
+                    bad = ~grad.isfinite().all(dim=1)  # exact check (a huge finite sum can overflow)
+                    if bool(bad.any()):
+                        frozen |= bad
+                        lr[bad] = 0.0
+                        params[bad] = 0.0
+                        optimizer.zero_rows(bad)
+                    grad[frozen] = 0.0
+                optimizer.step(params, grad, lr)
+        val_loss, _ = validate()
+        elapsed = time.perf_counter() - epoch_start
+        keep = []
+        for row, (index, value) in enumerate(zip(active.tolist(), val_loss.tolist())):
+            share[index] += elapsed / len(active)
+            walls[index].append(share[index])
+            if bool(frozen[row]) or not math.isfinite(value):
+                diverged[index] = True
+                curves[index].append(None)
+            else:
+                curves[index].append(value)
+                keep.append(row)
+        if len(keep) < len(active):
+            keep_t = torch.tensor(keep, dtype=torch.long)
+            active, params, lr = active[keep_t], params[keep_t].contiguous(), lr[keep_t].contiguous()
+            grad = torch.empty_like(params)
+            optimizer.keep_rows(keep_t)
+        if on_epoch is not None:
+            on_epoch(epoch)
+
+    test: dict[int, tuple[float, float]] = {}
+    if evaluate_test and len(active):
+        with torch.no_grad():
+            logits = engine.logits(params, data.x_test.expand(params.shape[0], -1, -1))
+            test_loss, test_acc = _loss_and_accuracy(logits, data.y_test)
+        test = {index: (loss, acc) for index, loss, acc in zip(active.tolist(), test_loss.tolist(),
+                                                                 test_acc.tolist())}
+
+    results = []
+    for index, (lr_value, seed) in enumerate(runs):
+        result = RunResult(lr=lr_value, seed=seed, epochs=epochs, val_loss_curve=curves[index],
+                           val_loss=curves[index][-1], wall_s=share[index], epoch_wall_s=walls[index],
+                           diverged=diverged[index])
+        if index in test:
+            result.test_loss, result.test_accuracy = _finite(test[index][0]), test[index][1]
+        results.append(result)
+    return results

@@ -188,7 +188,7 @@ def _reproduction(results: Results) -> list[Block]:
         ("h", 2, "Reproduction of the original write-up"),
         ("p", f"The original write-up tuned adam to lr {ORIGINAL_BEST_LR['adam']:.5f} and hessian-adam to "
               f"{ORIGINAL_BEST_LR['hessian-adam']:.5f}; here they tuned to {lr_a:.5f} and {lr_h:.5f} "
-              f"(hessian-adam's lr is {'lower' if lr_h < lr_a else 'higher' if lr_h > lr_a else 'equal'} than "
+              f"(hessian-adam's lr is {'lower than' if lr_h < lr_a else 'higher than' if lr_h > lr_a else 'equal to'} "
               f"adam's here; in the write-up it was lower). Its claim: {ORIGINAL_CLAIM}."),
         ("ul", [f"Faster early — {_diff_sentence(early_row, f'validation loss at epoch {early}')}: "
                 f"**{early_verdict}**.",

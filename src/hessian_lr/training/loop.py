@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -16,6 +17,10 @@ from hessian_lr.arms import Arm
 from hessian_lr.workloads import Workload
 
 __all__ = ["RunResult", "seed_everything", "train_run", "evaluate"]
+
+# torch warns once that backward(create_graph=True) makes a parameter <-> gradient reference cycle;
+# train_run breaks it by setting every gradient to None right after each step.
+warnings.filterwarnings("ignore", message=r"Using backward\(\) with create_graph=True", category=UserWarning)
 
 
 @dataclass

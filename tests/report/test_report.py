@@ -42,7 +42,7 @@ def test_markdown_has_every_section_and_the_computed_verdicts(tmp_path, syntheti
     # the synthetic data: faster early and adam lower at the end, both well outside the noise
     assert md.count("**supported**") == 2
     assert "**hessian-adam beats adam in early (epoch 2) validation loss**" in md
-    assert "**at equal lr hessian-adam is worse**" in md
+    assert "**hessian-adam is worse at both lrs**" in md and "**hessian-adam is better at both lrs**" in md
     assert "| hessian-adam | 0 / 8 | — | — | never" in md  # never reaching the target is reported
     mean, (lo, hi) = (results.optimizers["adam"].summary[k] for k in ("val_loss_mean", "val_loss_ci95"))
     assert f"{mean:.4f} [{lo:.4f}, {hi:.4f}]" in md
@@ -111,4 +111,4 @@ def test_compare_style_ablation_runs_are_moved_into_the_ablation_section(synthet
     results.extra["ablation_runs"] = runs  # how compare.run_compare hands them over
     summarize(results)
     assert "ablation_runs" not in results.extra and results.extra["ablation"]["runs"] is runs
-    assert len(results.extra["ablation"]["equal_lr"]) == 2
+    assert len(results.extra["ablation"]["equal_lr"]) == 4  # 2 pairs x (early, final)

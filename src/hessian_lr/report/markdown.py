@@ -277,7 +277,7 @@ def _ablation(results: Results, figures: dict[str, str]) -> list[Block]:
                     + (" **own**" if a == b else "")
                     + (f" ({cells[(a, b)]['n_diverged']} diverged)" if cells[(a, b)]["n_diverged"] else ""))
                    for b in arms] for a in arms]
-    eq = [[r["arm"], f"{r['other']} ({r['lr']:.5f})", str(r["n"]), _signed(r["mean_diff"]),
+    eq = [[r["arm"], f"{r['other']} ({r['lr']:.5f})", f"val loss @ {r['epoch']}", str(r["n"]), _signed(r["mean_diff"]),
            _ci(r["ci95"], signed=True), _p(r["p_t"]), _p(r["p_wilcoxon"]),
            _verdict({**r, "arm": r["arm"]})] for r in ab["equal_lr"]]
     blocks: list[Block] = [
@@ -286,7 +286,8 @@ def _ablation(results: Results, figures: dict[str, str]) -> list[Block]:
         ("table", head, rows),
         ("p", "At the same lr: arm (trained at the other arm's tuned lr) − the other arm (at its own tuned lr), "
               "paired by seed; negative = the arm is better at that lr."),
-        ("table", ["arm", "at the lr of", "n", "mean diff", "95% CI", "paired t p", "Wilcoxon p", "verdict"], eq),
+        ("table", ["arm", "at the lr of", "quantity", "n", "mean diff", "95% CI", "paired t p", "Wilcoxon p", "verdict"],
+         eq),
     ]
     if "ablation" in figures:
         blocks.append(("img", "final validation loss of every arm at every tuned lr", "ablation"))
@@ -349,6 +350,50 @@ def _fidelity_study(f: dict[str, Any]) -> list[Block]:
     return blocks
 
 
+def _equal_lr(ab: dict[str, Any], arm: str, base: str, epoch: int, when: str) -> tuple[str, str | None, str | None]:
+    """Sentence on ``arm - base`` at both tuned lrs, the supported claim (if any) and what is not shown."""
+    at_base = next((r for r in ab["equal_lr"] if r["arm"] == arm and r["other"] == base and r.get("epoch") == epoch),
+                   None)
+    at_arm = next((r for r in ab["equal_lr"] if r["arm"] == base and r["other"] == arm and r.get("epoch") == epoch),
+                  None)
+    parts, verdicts = [], []
+    if at_base and at_base["mean_diff"] is not None:
+        d = direction(at_base)
+        parts.append(f"at {base}'s lr {_signed(at_base['mean_diff'])} (CI {_ci(at_base['ci95'], signed=True)})")
+        verdicts.append((f"{base}'s lr", d))
+    if at_arm and at_arm["mean_diff"] is not None:  # stored as base - arm at arm's lr: flip the sign
+        flipped = None if at_arm["ci95"] is None else [-at_arm["ci95"][1], -at_arm["ci95"][0]]
+        d = direction(at_arm)
+        parts.append(f"at {arm}'s lr {_signed(-at_arm['mean_diff'])} (CI {_ci(flipped, signed=True)})")
+        verdicts.append((f"{arm}'s lr", None if d is None else -d))
+    if not parts:
+        return "", None, None
+    dirs = [d for _, d in verdicts]
+    what = f"{when} (epoch {epoch}) validation loss at equal lr"
+    claim = not_shown = None
+    if any(d is None for d in dirs):
+        verdict = "single seed: no statistical claim"
+    elif all(d == -1 for d in dirs):
+        verdict = f"**{arm} is better at both lrs**: not just the effect of a different lr"
+        claim = f"{arm} beats {base} in {what}"
+    elif all(d == 1 for d in dirs):
+        verdict = f"**{arm} is worse at both lrs**"
+        claim = f"{arm} is worse than {base} in {what}"
+    elif -1 in dirs and 1 in dirs:
+        verdict = "better at one lr, worse at the other: the effect depends on the lr"
+        not_shown = f"a consistent equal-lr effect of {arm} in {when} validation loss"
+    else:
+        sig = [f"{'better' if d == -1 else 'worse'} at {where}" for where, d in verdicts if d]
+        verdict = ("significantly " + " and ".join(sig) + ", within seed noise at the other lr") if sig else \
+            "within seed noise at both lrs"
+        if 1 in dirs:
+            claim = f"{arm} is worse than {base} in {when} (epoch {epoch}) validation loss at {verdicts[dirs.index(1)][0]}"
+        if -1 not in dirs:
+            not_shown = f"an advantage of {arm} over {base} in {what}"
+    return (f"Equal-lr ablation, {when} (epoch {epoch}) validation loss, {arm} − {base}: " + "; ".join(parts)
+            + f" — {verdict}."), claim, not_shown
+
+
 def _conclusion(results: Results, k: int) -> list[Block]:
     arms = list(results.optimizers)
     base = baseline_arm(arms)
@@ -389,31 +434,14 @@ def _conclusion(results: Results, k: int) -> list[Block]:
                          f"{base} in {sum(h is not None for h in tb)} of {len(tb)}.")
         ab = results.extra.get("ablation")
         if ab:
-            at_base = next((r for r in ab["equal_lr"] if r["arm"] == arm and r["other"] == base), None)
-            at_arm = next((r for r in ab["equal_lr"] if r["arm"] == base and r["other"] == arm), None)
-            parts, dirs = [], []
-            if at_base:
-                parts.append(f"at {base}'s lr, {arm} − {base} = {_signed(at_base['mean_diff'])} "
-                             f"(CI {_ci(at_base['ci95'], signed=True)})")
-                dirs.append(direction(at_base))
-            if at_arm and at_arm["mean_diff"] is not None:
-                flipped = None if at_arm["ci95"] is None else [-at_arm["ci95"][1], -at_arm["ci95"][0]]
-                parts.append(f"at {arm}'s lr, {arm} − {base} = {_signed(-at_arm['mean_diff'])} "
-                             f"(CI {_ci(flipped, signed=True)})")
-                dirs.append(None if at_arm["ci95"] is None else -direction(at_arm))
-            if parts:
-                if dirs and all(d == -1 for d in dirs):
-                    verdict = f"**at equal lr {arm} is better**: the gain is not just a different lr"
-                    supported.append(f"{arm} beats {base} at equal lr")
-                elif dirs and all(d == 1 for d in dirs):
-                    verdict = f"**at equal lr {arm} is worse**"
-                    supported.append(f"{arm} is worse than {base} at equal lr")
-                elif any(d is None for d in dirs):
-                    verdict = "single seed: no statistical claim"
-                else:
-                    verdict = "no consistent significant difference at equal lr"
-                    unsupported.append(f"an equal-lr advantage of either {arm} or {base}")
-                paras.append("Equal-lr ablation (final validation loss): " + "; ".join(parts) + f" — {verdict}.")
+            for epoch in sorted({early, epochs}):
+                sentence, claim, not_shown = _equal_lr(ab, arm, base, epoch, "early" if epoch < epochs else "final")
+                if sentence:
+                    paras.append(sentence)
+                if claim:
+                    supported.append(claim)
+                if not_shown:
+                    unsupported.append(not_shown)
         blocks += [("p", f"**{arm} vs {base}.** " + " ".join(paras))]
     if k > 1:
         blocks.append(("p", "Statistically supported (95% CI of the paired difference excludes 0): "

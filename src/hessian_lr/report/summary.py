@@ -106,8 +106,10 @@ def _pairwise(results: Results, epochs: int) -> dict[str, Any]:
 
 def _ablation(results: Results, ablation_runs: dict[str, dict[str, list[dict]]]) -> dict[str, Any]:
     """``cells``: each arm at each other arm's tuned lr (final validation loss, test accuracy).
-    ``equal_lr``: at arm B's tuned lr, arm A (trained at that lr) minus arm B, paired by seed."""
+    ``equal_lr``: at arm B's tuned lr, arm A (trained at that lr) minus arm B, paired by seed, in
+    validation loss at the early epoch and at the last."""
     arms = list(results.optimizers)
+    epochs = int(results.config["epochs"])
     own = {arm: seed_runs(results.optimizers[arm].final) for arm in arms}
     cells, equal_lr = [], []
     for arm in arms:
@@ -119,11 +121,13 @@ def _ablation(results: Results, ablation_runs: dict[str, dict[str, list[dict]]])
             cells.append({"arm": arm, "lr_of": lr_of, "lr": results.optimizers[lr_of].best_lr, "n": len(runs),
                           "val_loss_mean": val.mean, "val_loss_ci95": val.ci95, "n_diverged": val.missing,
                           "test_accuracy_mean": acc.mean, "test_accuracy_ci95": acc.ci95})
-            if lr_of != arm:
-                mine, theirs = [r.get("val_loss") for r in runs], [r.get("val_loss") for r in own[lr_of]]
+            if lr_of == arm:
+                continue
+            for epoch in sorted({early_epoch(epochs), epochs}):
+                mine, theirs = [_at(r, epoch) for r in runs], [_at(r, epoch) for r in own[lr_of]]
                 n = min(len(mine), len(theirs))
                 equal_lr.append({"arm": arm, "other": lr_of, "lr_of": lr_of, "lr": results.optimizers[lr_of].best_lr,
-                                 "metric": "val_loss", **paired(mine[:n], theirs[:n]).to_dict()})
+                                 "metric": "val_loss", "epoch": epoch, **paired(mine[:n], theirs[:n]).to_dict()})
     return {"runs": ablation_runs, "cells": cells, "equal_lr": equal_lr}
 
 

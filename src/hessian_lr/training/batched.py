@@ -16,29 +16,58 @@ the same initial weights (``seed_everything(seed)`` then ``workload.build_model(
 batch order (``torch.Generator().manual_seed(seed)``, one ``randperm`` per epoch; models with
 different seeds see different batches, gathered into ``[K, n, features]``), the validation loss at
 epoch 0 and after every epoch, and divergence per model. A model whose gradient holds inf/NaN
-(where the wrapper raises ``FloatingPointError`` and plain Adam would turn its weights into NaN) or
-whose validation loss is non-finite is frozen for the rest of the epoch (its row is zeroed, so no
-NaN flows through the batch), gets ``None`` as its last curve entry and leaves the batch; the other
-models' arithmetic is untouched (all ops are row-wise). ``epoch_wall_s``/``wall_s`` are each
+(where the wrapper raises ``FloatingPointError`` and plain Adam would turn its weights into NaN)
+is frozen on the spot for the rest of the epoch (its row and its optimizer state are zeroed and
+its lr set to 0, so no NaN/inf flows through the batch); it, and any model whose validation loss
+is non-finite, gets ``None`` as its last curve entry and leaves the batch at the end of the epoch,
+exactly where ``train_run`` would stop. The other models' arithmetic is untouched (every op is
+row-wise). ``epoch_wall_s``/``wall_s`` are each
 model's amortised share: every epoch's wall time is split evenly among the models trained in it,
 so the shares of a batch add up to its wall time.
 
-Agreement with sequential ``train_run`` is to float tolerance, not bitwise: batched GEMMs sum in a
-different order and torch's fused CPU Adam (the ``adam`` arm) rounds differently from these
-elementwise ops. Measured on mnist1d-mlp: at lr 1e-3..2e-3 the validation curves agree to ~1e-6
-relative after 3 epochs and ~1e-5 after 20 (adam and hessian-adam); at chaotic lrs (above ~5e-3
-for hessian-adam, where two sequential runs with fused vs foreach Adam also drift apart) the
-rounding differences grow with training like any perturbation would, so curves agree only
-statistically there.
+Agreement with sequential ``train_run`` is to float tolerance, not bitwise: batched GEMMs and the
+hand-written backward round differently from autograd's per-model ``addmm``. (The Adam moments and
+update use torch's own fused CPU Adam kernel, the one the arms run, on the whole ``[K, P]`` block;
+the grad-diff step is the wrapper's op sequence from ``optim/functional.py``.) Measured on
+mnist1d-mlp, 10 runs per arm (lr 1e-3 .. 3e-2, seeds 0 and 1), max relative difference of the
+validation curve against ``train_run``:
 
-Speed (mnist1d-mlp, 40-100-100-10, batch 100, 35 steps/epoch, this 2-core CPU, see
-``benchmarks/batched_training.py``), per model-epoch, K = 20 models:
+* after 3 epochs: <= 2e-7 for almost every run, adam and hessian-adam alike, at lrs up to 1e-2;
+  single runs reached 3e-3 (adam, lr 5e-3) and 4e-2 (hessian-adam, lr 3e-2);
+* after 20 epochs: <= 2e-7 to 1.5e-3 at lr 1e-3 .. 2e-3, but 1e-2 .. 1.5e-1 at lr >= 5e-3.
+  Training is chaotic there: a one-ulp difference that flips one ReLU or one ``argmax`` grows
+  like any perturbation (fused vs foreach torch Adam differ the same way), so batched and
+  sequential runs then agree only statistically (final test accuracy within ~1-4 points, either
+  direction). Runs that never meet such a flip stay at ~1e-7 for all 20 epochs.
 
-==============  ===========  =====================  ========
-arm             sequential   batched (1 thread)     speed-up
-==============  ===========  =====================  ========
-see the table in the report / benchmark output (filled in below)
-==============  ===========  =====================  ========
+Divergence (huge lrs) is detected at the same epoch as ``train_run``.
+
+Speed, mnist1d-mlp (40-100-100-10, batch 100, 35 steps/epoch), K = 20 models, this 2-core AMD
+EPYC shared with other jobs (load average 2-5 while measuring; best of alternating repeats,
+``benchmarks/batched_training.py``), milliseconds per model-epoch:
+
+====================  ==========  =======  ========  =====================================
+arm, threads          sequential  batched  speed-up  notes
+====================  ==========  =======  ========  =====================================
+adam, 1 thread        18.5-20.5   8.0-9.0  2.2-2.5x  K = 5 and K = 50 give the same per-model time
+hessian-adam, 1       22-28       7.4-9.8  2.5-2.9x  same seed for all K: ~7.4-9
+hessian-adam, 2       20.2        5.9      3.4x      quiet moment; under load 2 threads thrash
+generic path, 1       (as above)  14.2     ~1.5x     vmap(grad(functional_call)), hessian-adam
+====================  ==========  =======  ========  =====================================
+
+About two thirds of the batched time is the eight batched GEMMs per step, which already run at
+~85 GFLOP/s on one core (the same as one big ``mm`` of equal FLOPs), so at one thread ~2.5x is
+close to what batching can give this model; the rest is the optimizer (~0.65 ms per step for
+K = 20 with the wrapper) and the elementwise forward/backward ops.
+
+Limitations: arms are batched only when :func:`batched_spec` recognises the optimizer the arm
+builds (torch Adam/AdamW without amsgrad, SGD, optionally inside ``HessianLRAdaptation`` with the
+``grad-diff`` estimator, ``nonfinite="error"`` and float32 state; one param group, float lr, no
+scheduler); models with buffers (BatchNorm) or dropout, and second-order arms, are not batched.
+All of those fall back to sequential ``train_run`` calls inside :func:`train_batch`. Memory is
+about ``K * P * (5 + 2 for the wrapper)`` floats plus the gathered epoch data ``K * n * features``
+(11 MB for K = 20 on mnist1d). ``on_epoch(epoch)`` ticks once per batch epoch (after every active
+model was validated), not once per model; in the sequential fallback all ticks come at the end.
 """
 
 from __future__ import annotations

@@ -141,3 +141,19 @@ def test_seeds_and_ablation_end_to_end(tmp_path):
     for k in range(2):
         assert (data["optimizers"]["adam"]["final"]["seeds"][k]["val_loss_curve"][0]
                 == data["optimizers"]["hessian-adam"]["final"]["seeds"][k]["val_loss_curve"][0])
+
+
+def test_batched_trials_complete_the_budget_and_match_sequential_at_stable_lrs(tmp_path):
+    """Batches of trials come from TPE with constant liar, so their lrs differ from sequential
+    mode's; the runs themselves match sequential training at the same lr to float tolerance."""
+    from hessian_lr.arms import get_arm
+    from hessian_lr.training import train_run
+    from hessian_lr.workloads import get_workload
+
+    config = tiny(tmp_path, trials=4, batch_trials=2, seeds=2, lr_high=2e-3)
+    results = run_compare(config)
+    for arm, arm_results in results.optimizers.items():
+        assert len(arm_results.trials) == 4 and len({t.lr for t in arm_results.trials}) == 4
+        final = arm_results.final["seeds"][1]
+        sequential = train_run(get_workload(config.workload), get_arm(arm), final["lr"], epochs=2, seed=1)
+        assert final["val_loss_curve"] == pytest.approx(sequential.val_loss_curve, rel=1e-4)

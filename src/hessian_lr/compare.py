@@ -63,7 +63,7 @@ def train_runs(config: CompareConfig, arm_name: str, runs: Sequence[tuple[float,
     if config.batch_trials > 1:
         from hessian_lr.training.batched import can_batch, train_batch
 
-        if can_batch(arm_name):
+        if can_batch(arm_name, workload):
             results: list[RunResult] = []
             for start in range(0, len(runs), config.batch_trials):
                 chunk = list(runs[start : start + config.batch_trials])

@@ -112,3 +112,16 @@ def test_compare_style_ablation_runs_are_moved_into_the_ablation_section(synthet
     summarize(results)
     assert "ablation_runs" not in results.extra and results.extra["ablation"]["runs"] is runs
     assert len(results.extra["ablation"]["equal_lr"]) == 4  # 2 pairs x (early, final)
+
+
+def test_a_claim_that_fails_holm_is_not_listed_as_supported(tmp_path):
+    results, _ = make_results(arms=("adam", "hessian-adam", "sgd"), ablation=False)
+    summarize(results)
+    row = next(r for r in results.extra["pairwise"]["comparisons"]
+               if r["arm"] == "hessian-adam" and r["metric"] == "val_loss" and r["epoch"] == 10)
+    row["p_holm"] = 0.2  # pretend the correction over arms removed it (its CI still excludes 0)
+    md = render_markdown(results, plot_name=None)  # renders the summary as given (write_report recomputes it)
+    supported = next(line for line in md.splitlines() if line.startswith("Statistically supported"))
+    assert "hessian-adam is worse than adam in final (epoch 10) validation loss" not in supported
+    assert "not after Holm's correction over the 2 arms (p=0.2000)" in md
+    assert "hessian-adam worse by CI, not after Holm" in md

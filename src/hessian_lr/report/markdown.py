@@ -81,7 +81,14 @@ def _verdict(row: dict[str, Any], higher_is_better: bool = False) -> str:
     if d == 0:
         return "no significant difference"
     better = (d > 0) == higher_is_better
+    if not _survives_holm(row):
+        return f"{row['arm']} {'better' if better else 'worse'} by CI, not after Holm"
     return f"{row['arm']} {'better' if better else 'worse'} (CI excludes 0)"
+
+
+def _survives_holm(row: dict[str, Any]) -> bool:
+    """Rows without a Holm p (single comparisons, the ablation) stand on their CI alone."""
+    return row.get("p_holm") is None or row["p_holm"] < ALPHA
 
 
 def _rows(results: Results, metric: str, epoch: int | None = None) -> list[dict[str, Any]]:
@@ -422,6 +429,12 @@ def _conclusion(results: Results, k: int) -> list[Block]:
             if d == 0:
                 unsupported.append(f"a difference between {arm} and {base} in {what}")
                 paras.append(sentence + " — within seed noise.")
+            elif not _survives_holm(row):
+                better = (d > 0) == acc
+                claim = f"{arm} {'beats' if better else 'is worse than'} {base} in {what}"
+                unsupported.append(f"{claim} (its CI excludes 0, but not after Holm's correction, p={_p(row['p_holm'])})")
+                paras.append(sentence + f" — {claim} by its CI alone; not after Holm's correction over the "
+                             f"{len(arms) - 1} arms (p={_p(row['p_holm'])}).")
             else:
                 better = (d > 0) == acc
                 claim = f"{arm} {'beats' if better else 'is worse than'} {base} in {what}"
@@ -444,12 +457,14 @@ def _conclusion(results: Results, k: int) -> list[Block]:
                     unsupported.append(not_shown)
         blocks += [("p", f"**{arm} vs {base}.** " + " ".join(paras))]
     if k > 1:
-        blocks.append(("p", "Statistically supported (95% CI of the paired difference excludes 0): "
+        blocks.append(("p", "Statistically supported (95% CI of the paired difference excludes 0, and against "
+                            f"{base} Holm-adjusted p < {ALPHA}): "
                        + ("; ".join(supported) if supported else "nothing") + "."))
-        blocks.append(("p", "Not supported by these data (CI contains 0): "
+        blocks.append(("p", "Not supported by these data: "
                        + ("; ".join(unsupported) if unsupported else "nothing") + "."))
-        blocks.append(("p", f"CIs are per comparison; with {len(arms) - 1} arm(s) against {base} the Holm-adjusted "
-                            "p-values in the paired table guard against multiple comparisons."))
+        blocks.append(("p", f"CIs are per comparison (not adjusted); with {len(arms) - 1} arm(s) against {base}, "
+                            "claims against the baseline also need Holm's correction over the arms at that epoch. "
+                            "The equal-lr ablation is judged on its CIs alone."))
     else:
         blocks.append(("p", "These are single training runs at one seed per optimizer: seed-to-seed noise is not "
                             "measured, so no difference above is statistically supported. `hessian-lr compare "

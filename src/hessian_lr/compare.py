@@ -244,6 +244,8 @@ def run_compare(config: CompareConfig, progress: Progress = _no_progress) -> Res
     """Tune, train the finals (and ablation) and write every output into ``config.out``."""
     with _exclusive(config.out):
         write_json(config.out / "config.json", config.to_dict())
+        for arm in config.optimizers:  # storage schema and studies made once, before workers race for them
+            _open_arm_study(config, arm)
         with _executor(config, progress) as run_all:
             run_all(tune_and_train_finals, _stage_one_tasks(config))
             trials = {arm: _trial_records(config, arm) for arm in config.optimizers}

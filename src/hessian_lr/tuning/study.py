@@ -54,12 +54,20 @@ def storage_for(spec: str | None, out: Path) -> BaseStorage:
     (``sqlite:///...``, ``postgresql+psycopg2://...``) -> RDB storage with heartbeats, so trials of
     dead workers are detected and retried; anything else -> a journal file at that path."""
     if spec and "://" in spec:
-        return optuna.storages.RDBStorage(
-            spec,
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3),
-        )
+        import sqlalchemy.exc
+
+        for attempt in range(3):
+            try:
+                return optuna.storages.RDBStorage(
+                    spec,
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=GRACE_S,
+                    failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3),
+                )
+            except sqlalchemy.exc.IntegrityError:  # another process created the schema at the same moment
+                if attempt == 2:
+                    raise
+                time.sleep(0.5)
     path = Path(spec) if spec else out / "optuna.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
     from optuna.storages.journal import JournalFileBackend

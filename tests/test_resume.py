@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.storages.journal import JournalFileBackend
+from results_helpers import without_timing
 
 TRIALS, SEEDS = 4, 3
 ARGS = ["--optimizers", "adam", "--trials", str(TRIALS), "--epochs", "12", "--seeds", str(SEEDS), "--workers", "1",
@@ -54,14 +55,7 @@ def kill_when(proc: subprocess.Popen, condition, timeout: float = 120) -> None:
 
 
 def comparable(out: Path) -> dict:
-    def strip(data):
-        if isinstance(data, dict):
-            return {k: strip(v) for k, v in data.items() if k not in ("wall_s", "epoch_wall_s", "out")}
-        if isinstance(data, list):
-            return [strip(v) for v in data]
-        return data
-
-    return strip(json.loads((out / "results.json").read_text()))
+    return without_timing(json.loads((out / "results.json").read_text()))
 
 
 @pytest.fixture(scope="module")

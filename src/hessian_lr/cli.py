@@ -140,6 +140,15 @@ def _report(args: argparse.Namespace) -> None:
     print(f"report written to {args.run_dir / 'report.md'}")
 
 
+# -- dashboard --------------------------------------------------------------------------------------
+
+def _dashboard(args: argparse.Namespace) -> None:
+    from hessian_lr.dashboard import serve_dashboard
+
+    print(f"serving {args.run_dir} on http://{args.host}:{args.port}/ (Ctrl-C stops)")
+    serve_dashboard(args.run_dir, host=args.host, port=args.port)
+
+
 # -- the parser -------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
                                  "results.json without training.")
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder holding results.json")
     report.set_defaults(handler=_report)
+
+    dashboard = commands.add_parser("dashboard", help="browse a run's trials with optuna-dashboard",
+                                    description="Serve RUN_DIR's Optuna storage with optuna-dashboard (the "
+                                    "'dashboard' extra) on a local address.")
+    dashboard.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a compare run folder")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    dashboard.add_argument("--port", type=_positive_int, default=8080, help="port (default: 8080)")
+    dashboard.set_defaults(handler=_dashboard)
     return parser
 
 

@@ -305,10 +305,14 @@ def trials_csv(results: Results) -> str:
 
 
 def write_outputs(results: Results, out: Path) -> None:
-    """results.json, trials.csv, comparison.png and report.md, each written atomically."""
-    from hessian_lr.report import render_markdown, save_comparison_plot
+    """results.json (with the seed statistics, pairwise tests and ablation summary), trials.csv,
+    comparison.png, report.md and report.html (with its figures), each written atomically.
+    ``hessian-lr report`` calls this on a loaded results.json: the rebuild is byte-identical."""
+    from hessian_lr.report import attach_fidelity, save_comparison_plot, summarize, write_report
 
+    attach_fidelity(results, out)
+    summarize(results)
     write_json(out / "results.json", results.to_dict())
     atomic_write_text(out / "trials.csv", trials_csv(results))
     save_comparison_plot(results, out / "comparison.png")
-    atomic_write_text(out / "report.md", render_markdown(results, plot_name="comparison.png"))
+    write_report(results, out)

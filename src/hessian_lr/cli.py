@@ -58,7 +58,8 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     add("--out", type=Path, help="run folder for results.json, trials.csv, comparison.png, report.md and the "
         "Optuna study (default: runs/compare)")
     add("--trials", type=_positive_int, help="Optuna trials per optimizer (default: 20)")
-    add("--epochs", type=_positive_int, help="training epochs of every trial and final run (default: 20)")
+    add("--epochs", type=_positive_int, help="training epochs of every trial and final run (default: the workload's budget, "
+        "20 for mnist1d-mlp)")
     add("--seed", type=int, help="seed of the sampler, initial weights and batch order (default: 0)")
     add("--optimizers", help=f"comma-separated arms (default: adam,hessian-adam); known: {', '.join(ARMS)}")
     add("--workload", help=f"workload (default: mnist1d-mlp); known: {', '.join(WORKLOADS)}")

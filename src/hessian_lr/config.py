@@ -23,7 +23,7 @@ class CompareConfig:
     workload: str = "mnist1d-mlp"
     optimizers: tuple[str, ...] = ("adam", "hessian-adam")
     trials: int = 20
-    epochs: int = 20
+    epochs: int | None = None  # None = the workload's default budget (20 for mnist1d-mlp)
     seed: int = 0
     lr_low: float = 1e-4
     lr_high: float = 1e-1
@@ -39,7 +39,10 @@ class CompareConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "optimizers", parse_arm_names(self.optimizers))
         object.__setattr__(self, "out", Path(self.out))
-        get_workload(self.workload)
+        if self.epochs is None:
+            object.__setattr__(self, "epochs", get_workload(self.workload).epochs)
+        else:
+            get_workload(self.workload)
         for name in ("trials", "epochs", "threads", "seeds", "batch_trials"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

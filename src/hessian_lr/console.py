@@ -58,15 +58,27 @@ class ProgressDisplay:
 
 def print_summary(results: Results, out: Path) -> None:
     table = Table(title=f"Tuned comparison ({results.config['workload']}, seed {results.config['seed']})")
-    for column in ("optimizer", "best lr", "tuning objective", "final val loss", "test loss", "test acc", "wall s"):
+    seeds = results.config.get("seeds", 1)
+    if seeds > 1:
+        table.caption = f"val loss, test loss and test acc: means over {seeds} paired seeds, CI = 95% t-interval"
+    columns = ["optimizer", "best lr", "tuned obj.", "val loss", *(["95% CI"] if seeds > 1 else []),
+               "test loss", "test acc", "train s"]
+    for column in columns:
         table.add_column(column, justify="left" if column == "optimizer" else "right", no_wrap=column == "optimizer")
     for arm, r in results.optimizers.items():
-        f = r.final
-        table.add_row(arm, f"{r.best_lr:.5f}", f"{r.best_value:.4f}",
-                      "diverged" if f["val_loss"] is None else f"{f['val_loss']:.4f}",
-                      "—" if f.get("test_loss") is None else f"{f['test_loss']:.4f}",
-                      "—" if f.get("test_accuracy") is None else f"{100 * f['test_accuracy']:.1f}%",
-                      f"{f['wall_s']:.2f}")
+        f, s = r.final, r.summary
+        if seeds > 1:
+            val, test_loss, acc = s.get("val_loss_mean"), s.get("test_loss_mean"), s.get("test_accuracy_mean")
+            ci = s.get("val_loss_ci95")
+            extra = ["—" if not ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"]
+        else:
+            val, test_loss, acc, extra = f["val_loss"], f.get("test_loss"), f.get("test_accuracy"), []
+        table.add_row(arm, f"{r.best_lr:.5f}", f"{r.best_value:.4f}", "diverged" if val is None else f"{val:.4f}",
+                      *extra, "—" if test_loss is None else f"{test_loss:.4f}",
+                      "—" if acc is None else f"{100 * acc:.1f}%", f"{f['wall_s']:.2f}")
     console = Console()
+    if not console.is_terminal:  # piped or logged: rich would assume 80 columns and squeeze the table
+        console = Console(width=120)
     console.print(table)
-    console.print(f"results: {out / 'results.json'}  report: {out / 'report.md'}  plot: {out / 'comparison.png'}")
+    console.print(f"results: {out / 'results.json'}\nreport:  {out / 'report.md'} and {out / 'report.html'}\n"
+                  f"plot:    {out / 'comparison.png'}")

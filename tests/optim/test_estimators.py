@@ -325,3 +325,15 @@ def test_custom_estimator_object_passes_through():
         Hutchinson(update_every=0)
     with pytest.raises(ValueError):
         Hutchinson(n_samples=0)
+
+
+def test_diverged_logits_give_a_clean_floating_point_error():
+    model = _tiny_mlp()
+    opt = HessianLRAdaptation(torch.optim.SGD(model.parameters(), lr=0.01), estimator="gauss-newton")
+    x, y = torch.randn(8, 5), torch.randint(0, 4, (8,))
+    x[0, 0] = float("inf")
+    logits = model(x)
+    opt.backward(nn.functional.cross_entropy(logits, y), logits=logits)  # no multinomial error
+    assert all(opt.state[p]["curvature_updates"] == 0 for p in model.parameters())
+    with pytest.raises(FloatingPointError):
+        opt.step()

@@ -232,8 +232,9 @@ class _SecantBase(CurvatureEstimator):
         \\tilde g = g / \\sqrt{\\max(c, c_{\\min})^2 + \\epsilon} \\;\\approx\\; g / \\max(c, c_{\\min}),
 
     a diagonal Newton step for an SGD base (cf. Apollo's ``g / max(|B|, σ)``); the effective floor
-    is ``max(c_min, sqrt(eps))``, so pair these estimators with a small ``eps`` (the arm factories
-    use ``1e-12``; diagonal entries of the mnist1d MLP are ~1e-7 to 1e-1, median ~2e-4). A
+    is ``max(c_min, sqrt(eps))`` (1e-4 with the default ``eps=1e-8``; the mnist1d MLP's exact
+    diagonal spans ~1e-7 to 1e-1, median ~2e-4; with an SGD base a floor far below the typical
+    curvature turns gradient noise on flat coordinates into huge steps). A
     coordinate with no usable pair yet takes the mean curvature of its tensor's coordinates that
     have one, and ``init_curvature`` (default 1: the gradient passes unchanged) before any has.
     Cost: no extra backward pass; four model-sized tensors per parameter (``prev_grad``,
@@ -379,7 +380,7 @@ class _SampledCurvature(CurvatureEstimator):
         \\tilde g = g / \\sqrt{\\max(|\\hat h|, c_{\\min})^2 + \\epsilon} \\;\\approx\\; g / \\max(|\\hat h|, c_{\\min}),
 
     i.e. diagonal Newton with the curvature rectified and floored (effective floor
-    ``max(c_min, sqrt(eps))``: pair with a small ``eps``, e.g. ``1e-12``). ``step()`` raises if no
+    ``max(c_min, sqrt(eps))``, 1e-4 with the default ``eps``). ``step()`` raises if no
     sample was ever taken (plain ``loss.backward()`` cannot provide one). Samples use torch's
     global RNG unless a ``generator`` is given (a checkpoint restores the estimator state, not
     the RNG). With ``spatial_average`` a sample of a tensor with ≥ 3 dims (conv kernels

@@ -16,6 +16,7 @@ Two samplers, each a plain function of a loss (or logits) and a list of paramete
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -93,10 +94,13 @@ def gauss_newton_bartlett_sample(
     ``(1/B) Σ_b J_bᵀ (diag p_b − p_b p_bᵀ) J_b`` of the mean cross-entropy. Logits of any rank
     are flattened to ``(B, classes)`` (classes last). Cost: one extra backward through the
     graph that produced ``logits`` (pass ``retain_graph=True`` if the graph is used again).
+    Non-finite logits give all-NaN samples (nothing to sample from; callers drop them).
     """
     flat = logits.reshape(-1, logits.shape[-1])
     with torch.no_grad():
         probs = torch.softmax(flat.detach().float(), dim=-1)
+        if not bool(probs.isfinite().all()):  # diverged: no labels to sample; NaN marks the sample bad
+            return [torch.full_like(p, math.nan) for p in params]
         sampled = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     with torch.enable_grad():
         sampled_loss = nnf.cross_entropy(flat, sampled)

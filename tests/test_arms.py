@@ -15,13 +15,30 @@ WORKLOAD = get_workload("mnist1d-mlp")
 
 # A working lr per arm (near the tuned values in FIELD_NOTES); one epoch is 35 steps.
 LR = {"adam": 3e-3, "hessian-adam": 3e-3, "sgd": 0.05, "hessian-sgd": 3e-3, "adamw": 3e-3, "hessian-adamw": 3e-3,
-      "adabelief": 3e-3, "adahessian": 0.03, "sophiah": 0.03, "apollo": 0.01, "diffgrad": 4e-3, "adan": 4e-3}
+      "adabelief": 3e-3, "adahessian": 0.03, "sophiah": 0.03, "apollo": 0.01, "diffgrad": 4e-3, "adan": 4e-3,
+      # the other curvature estimators around Adam and SGD (lrs from a coarse sweep on this workload)
+      "hessian-adam-squared-grad": 3e-3, "hessian-adam-secant": 1e-2, "hessian-adam-secant-rms": 5e-3,
+      "hessian-adam-hutchinson": 3e-3, "hessian-adam-gauss-newton": 5e-3, "hessian-sgd-squared-grad": 3e-3,
+      "hessian-sgd-secant": 0.5, "hessian-sgd-secant-rms": 0.5, "hessian-sgd-hutchinson": 1e-4,
+      "hessian-sgd-gauss-newton": 1e-4}
 
 
 def test_the_issue_arms_are_registered():
     assert set(LR) == set(ARMS)
     assert [a for a in ARMS if get_arm(a).second_order] == ["adahessian", "sophiah"]
     assert get_arm("sophiah").hessian_every == 10 and get_arm("adahessian").hessian_every == 1
+    from hessian_lr.optim.estimators import ESTIMATORS
+
+    for base in ("adam", "sgd"):  # every estimator is an arm: hessian-<base>[-<estimator>]
+        for estimator in ESTIMATORS:
+            name = f"hessian-{base}" + ("" if estimator == "grad-diff" else f"-{estimator}")
+            assert get_arm(name).build([torch.nn.Parameter(torch.zeros(2))], 0.1).estimator.name == estimator
+
+
+def test_each_build_gets_its_own_estimator():
+    arm = get_arm("hessian-sgd-hutchinson")
+    a, b = (arm.build([torch.nn.Parameter(torch.zeros(2))], 0.1) for _ in range(2))
+    assert a.estimator is not b.estimator and a.estimator.update_every == 1
 
 
 @pytest.mark.parametrize("name", list(LR))

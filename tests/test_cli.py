@@ -93,3 +93,24 @@ def test_tiny_compare_through_the_console_script(tmp_path):
     assert "Tuned comparison" in proc.stdout
     for name in ("results.json", "trials.csv", "comparison.png", "report.md"):
         assert (tmp_path / "run" / name).stat().st_size > 0
+
+
+@pytest.mark.parametrize("args, fragment", [(["--estimators", "grad-diff,oracle"], "unknown estimator(s) oracle"),
+                                            (["--workload", "cifar"], "unknown workload"),
+                                            (["--lr", "-1"], "--lr must be > 0")])
+def test_fidelity_bad_input(tmp_path, capsys, args, fragment):
+    assert main(["fidelity", "--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err
+
+
+def test_fidelity_writes_its_outputs(tmp_path, capsys):
+    code = main(["fidelity", "--out", str(tmp_path), "--epochs", "1", "--estimators", "grad-diff,squared-grad",
+                 "--reference-probes", "0", "--quiet"])
+    assert code == 0
+    data = json.loads((tmp_path / "fidelity.json").read_text())
+    assert set(data["estimators"]) >= {"grad-diff", "squared-grad"}
+    for metrics in data["estimators"].values():
+        for key in ("spearman", "pearson", "log_pearson", "median_rel_error"):
+            assert len(metrics[key]) == len(data["checkpoints"])
+    assert (tmp_path / "fidelity.png").exists() and "spearman" in capsys.readouterr().out.lower()

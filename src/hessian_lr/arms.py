@@ -28,6 +28,9 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from hessian_lr.optim import HessianLRAdaptation
+from hessian_lr.optim.estimators import ESTIMATORS
+
+Factory = Callable[[Iterable[Tensor], float], Optimizer]
 
 __all__ = ["Arm", "ARMS", "get_arm", "parse_arm_names", "BASELINES_PACKAGE"]
 
@@ -88,15 +91,45 @@ def sgd(params: Iterable[Tensor], lr: float) -> Optimizer:
     return torch.optim.SGD(params, lr=lr, momentum=0.9)
 
 
-register(Arm("adam", "torch.optim.Adam (fused), default betas/eps", adam))
-register(Arm("hessian-adam", "HessianLRAdaptation(Adam (fused)), grad-diff estimator, beta=0.99, eps=1e-8",
-             lambda params, lr: HessianLRAdaptation(adam(params, lr))))
-register(Arm("sgd", "torch.optim.SGD, momentum 0.9", sgd))
-register(Arm("hessian-sgd", "HessianLRAdaptation(SGD momentum 0.9), grad-diff estimator, beta=0.99, eps=1e-8",
-             lambda params, lr: HessianLRAdaptation(sgd(params, lr))))
-register(Arm("adamw", "torch.optim.AdamW (fused), default betas/eps, weight_decay 0.01", adamw))
-register(Arm("hessian-adamw", "HessianLRAdaptation(AdamW (fused), weight_decay 0.01), grad-diff estimator, "
-             "beta=0.99, eps=1e-8", lambda params, lr: HessianLRAdaptation(adamw(params, lr))))
+# Constructor options of the estimators used as arms (everything else: the class defaults).
+ESTIMATOR_OPTIONS: dict[str, dict[str, object]] = {
+    "hutchinson": {"update_every": 1, "n_samples": 1},
+    "gauss-newton": {"update_every": 1},
+}
+
+
+def hessian(base: Factory, estimator: str = "grad-diff") -> Factory:
+    """``(params, lr) -> HessianLRAdaptation(base(params, lr), estimator=...)``, wrapper defaults
+    (beta 0.99, eps 1e-8) and a fresh estimator per build.
+
+    For the estimators in the units of diag(H) (secant, secant-rms, hutchinson, gauss-newton) the
+    scale is ``g / sqrt(c**2 + eps)``, so ``sqrt(eps) = 1e-4`` acts as a curvature floor — about the
+    median of the mnist1d MLP's exact diagonal. It matters for an SGD base: with eps=1e-12,
+    SGD+hutchinson/gauss-newton diverged at every lr in [1e-4, 1] here (a near-zero curvature turns
+    gradient noise into a huge Newton step).
+    """
+    options = ESTIMATOR_OPTIONS.get(estimator, {})
+
+    def build(params: Iterable[Tensor], lr: float) -> Optimizer:
+        return HessianLRAdaptation(base(params, lr), estimator=ESTIMATORS[estimator](**options))
+
+    build.__name__ = f"hessian_{getattr(base, '__name__', 'base')}_{estimator.replace('-', '_')}"
+    return build
+
+
+def _register_with_estimators(name: str, description: str, base: Factory, estimators: Iterable[str]) -> None:
+    """``name`` itself, then ``hessian-<name>`` (grad-diff) and ``hessian-<name>-<estimator>``."""
+    register(Arm(name, f"torch.optim.{description}", base))
+    for estimator in estimators:
+        options = "".join(f", {k}={v}" for k, v in ESTIMATOR_OPTIONS.get(estimator, {}).items())
+        suffix = "" if estimator == "grad-diff" else f"-{estimator}"
+        register(Arm(f"hessian-{name}{suffix}", f"HessianLRAdaptation({description}), {estimator} estimator{options}, "
+                     "beta=0.99, eps=1e-8", hessian(base, estimator)))
+
+
+_register_with_estimators("adam", "Adam (fused), default betas/eps", adam, ESTIMATORS)
+_register_with_estimators("sgd", "SGD, momentum 0.9", sgd, ESTIMATORS)
+_register_with_estimators("adamw", "AdamW (fused), default betas/eps, weight_decay 0.01", adamw, ["grad-diff"])
 
 
 def _baseline(class_name: str, **kwargs: object) -> Callable[[Iterable[Tensor], float], Optimizer]:

@@ -141,6 +141,30 @@ def _report(args: argparse.Namespace) -> None:
     print(f"report written to {args.run_dir / 'report.md'}")
 
 
+# -- fidelity ---------------------------------------------------------------------------------------
+
+def _fidelity(args: argparse.Namespace) -> None:
+    from hessian_lr.analysis.fidelity import DEFAULT_ESTIMATORS, format_fidelity_table, run_fidelity
+    from hessian_lr.optim.estimators import ESTIMATORS
+
+    estimators = tuple(e.strip() for e in args.estimators.split(",") if e.strip()) if args.estimators \
+        else DEFAULT_ESTIMATORS
+    unknown = [e for e in estimators if e not in ESTIMATORS]
+    if unknown or not estimators:
+        raise UsageError(f"unknown estimator(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(ESTIMATORS)}")
+    if args.workload not in WORKLOADS:
+        raise UsageError(f"unknown workload {args.workload!r}; choose from {', '.join(WORKLOADS)}")
+    if not args.lr > 0:
+        raise UsageError(f"--lr must be > 0, got {args.lr}")
+    _check_out_dir(args.out)
+    result = run_fidelity(args.out, workload=args.workload, estimators=estimators, epochs=args.epochs, lr=args.lr,
+                          seed=args.seed, exact_on=args.exact_on, reference_probes=args.reference_probes,
+                          threads=args.threads, plot=not args.no_plot,
+                          progress=None if args.quiet else (lambda line: print(line, file=sys.stderr)))
+    print(format_fidelity_table(result))
+    print(f"written: {args.out / 'fidelity.json'}" + ("" if args.no_plot else f", {args.out / 'fidelity.png'}"))
+
+
 # -- dashboard --------------------------------------------------------------------------------------
 
 def _dashboard(args: argparse.Namespace) -> None:
@@ -183,6 +207,27 @@ def build_parser() -> argparse.ArgumentParser:
                                  "results.json without training.")
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run folder holding results.json")
     report.set_defaults(handler=_report)
+
+    fidelity = commands.add_parser(
+        "fidelity", help="how well each curvature estimator tracks the exact Hessian diagonal",
+        description="Train the workload's model with Adam and, at checkpoints, compare every estimator's current "
+        "estimate with the exact Hessian diagonal (Spearman, Pearson, log-Pearson, median relative error). "
+        "Writes OUT/fidelity.json, OUT/fidelity.md and OUT/fidelity.png.")
+    fidelity.add_argument("--out", type=Path, default=Path("runs/fidelity"), help="output folder (default: runs/fidelity)")
+    fidelity.add_argument("--workload", default="mnist1d-mlp", help="a piecewise-linear workload gets the exact "
+                          "Gauss-Newton route (default: mnist1d-mlp)")
+    fidelity.add_argument("--estimators", help="comma-separated (default: all)")
+    fidelity.add_argument("--epochs", type=_positive_int, default=20, help="training epochs (default: 20)")
+    fidelity.add_argument("--lr", type=float, default=2e-3, help="Adam's lr for the watched run (default: 2e-3)")
+    fidelity.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    fidelity.add_argument("--exact-on", choices=("train", "val"), default="train",
+                          help="rows the exact diagonal is computed on (default: train)")
+    fidelity.add_argument("--reference-probes", type=int, default=100,
+                          help="Hutchinson/GNB probes of the one-shot reference estimates (default: 100; 0 = none)")
+    fidelity.add_argument("--threads", type=_positive_int, default=1, help="intra-op torch threads (default: 1)")
+    fidelity.add_argument("--no-plot", action="store_true", help="skip fidelity.png")
+    fidelity.add_argument("--quiet", action="store_true", help="no progress lines")
+    fidelity.set_defaults(handler=_fidelity)
 
     dashboard = commands.add_parser("dashboard", help="browse a run's trials with optuna-dashboard",
                                     description="Serve RUN_DIR's Optuna storage with optuna-dashboard (the "

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from hessian_lr.arms import Arm
+from hessian_lr.optim import HessianLRAdaptation
 from hessian_lr.workloads import Workload
 
 __all__ = ["RunResult", "seed_everything", "train_run", "evaluate"]
@@ -95,10 +96,15 @@ def train_run(
         x_epoch, y_epoch = data.x_train[order], data.y_train[order]
         try:
             for i in range(0, n, batch_size):
-                loss = loss_fn(model(x_epoch[i : i + batch_size]), y_epoch[i : i + batch_size])
-                # Second-order arms (AdaHessian, SophiaH) take a Hessian-vector product from p.grad
-                # inside step(): on those steps the backward keeps its graph.
-                loss.backward(create_graph=arm.needs_graph(step))
+                logits = model(x_epoch[i : i + batch_size])
+                loss = loss_fn(logits, y_epoch[i : i + batch_size])
+                if isinstance(optimizer, HessianLRAdaptation):
+                    # Its estimator may sample curvature in the backward (hutchinson, gauss-newton).
+                    optimizer.backward(loss, logits=logits)
+                else:
+                    # Second-order arms (AdaHessian, SophiaH) take a Hessian-vector product from
+                    # p.grad inside step(): on those steps the backward keeps its graph.
+                    loss.backward(create_graph=arm.needs_graph(step))
                 optimizer.step()
                 # Frees the gradients, and with them any graph they hold (p -> p.grad -> graph -> p
                 # is a reference cycle that would otherwise outlive the step).

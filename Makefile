@@ -17,6 +17,9 @@ $(BIN)/python:
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) install --quiet --disable-pip-version-check -c constraints.txt torch==2.13.0
 	$(PIP) install --quiet --disable-pip-version-check -c constraints.txt -e ".[$(EXTRAS)]"
+	@# The optional C++ grad-diff kernel (~40 s once, cached under ~/.cache/torch_extensions);
+	@# without a compiler the wrapper uses its pure-torch path.
+	$(BIN)/python -m hessian_lr.optim.kernel >/dev/null || echo "fused kernel not built: using the pure-torch path"
 	touch $@
 
 install: $(STAMP)

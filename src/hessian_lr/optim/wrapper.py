@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import sys
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -104,6 +106,27 @@ class _Plan:
 
     def matches(self, groups: list[dict[str, Any]]) -> bool:
         return self.key == self._key(groups)
+
+
+def _eager_under_compile(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``torch.compiler.disable(method)``, decided at call time.
+
+    Applying ``torch.compiler.disable`` at class definition imports ``torch._dynamo`` (~1.2 s), a
+    cost every process importing this module would pay. Nothing can be compiling before dynamo is
+    imported, so until then the plain method runs.
+    """
+    disabled: Callable[..., Any] | None = None
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        nonlocal disabled
+        if "torch._dynamo" not in sys.modules:
+            return method(*args, **kwargs)
+        if disabled is None:
+            disabled = torch.compiler.disable(method)
+        return disabled(*args, **kwargs)
+
+    return call
 
 
 class HessianLRAdaptation(Optimizer):
@@ -322,7 +345,7 @@ class HessianLRAdaptation(Optimizer):
             self.base_optimizer.step()
         return loss
 
-    @torch.compiler.disable
+    @_eager_under_compile
     def _precondition(self) -> bool:
         """Rescale all gradients in place; False when a non-finite gradient skips the step.
 

@@ -5,8 +5,8 @@ Rows (each a fresh run folder, each ``hessian-lr compare`` a fresh process so im
 * ``sequential``  — one process, one model at a time (``--workers 1 --batch-trials 1``): the
   straightforward eager implementation;
 * ``default``     — what ``hessian-lr compare`` does with no flags (one process per optimizer);
-* ``batched``     — one process per optimizer, trials trained ``--batch-trials`` at a time with
-  torch.func (TPE with constant liar) and the final seeds as one batch.
+* ``batched``     — ``--batch-trials N``: trials trained N at a time in one process whose matrix
+  products use both cores (TPE with constant liar), the final seeds as one batch.
 
 Then the 10-seed finals of two arms (adam, hessian-adam) both ways, and one training epoch.
 Prints ratios against ``sequential``; the thread count and load average are printed too, since
@@ -73,8 +73,7 @@ def main() -> None:
         rows = {
             "sequential": timed_compare(root / "seq", *budget, "--workers", "1"),
             "default": timed_compare(root / "default", *budget),
-            "batched": timed_compare(root / "batched", *budget, "--workers", "2",
-                                     "--batch-trials", str(args.batch_trials)),
+            "batched": timed_compare(root / "batched", *budget, "--batch-trials", str(args.batch_trials)),
         }
         print(f"\n{'pipeline':<12}{'wall s':>9}{'speed-up':>10}")
         for name, wall in rows.items():
@@ -82,7 +81,7 @@ def main() -> None:
 
         finals = {
             "sequential": timed_finals(root / "f-seq", seeds=10, workers=1, epochs=args.epochs),
-            "batched": timed_finals(root / "f-batch", seeds=10, workers=2, batch_trials=10, epochs=args.epochs),
+            "batched": timed_finals(root / "f-batch", seeds=10, batch_trials=10, epochs=args.epochs),
         }
         print(f"\n{'10-seed finals (2 arms)':<26}{'wall s':>9}{'speed-up':>10}")
         for name, wall in finals.items():

@@ -73,12 +73,13 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
         help="also train every optimizer at every other optimizer's tuned lr (default: off; on with --protocol full)")
     add("--protocol", choices=("seed", "full"), help="presets: 'seed' = one final run per optimizer (default); "
         "'full' = 10 paired seeds and the equal-lr ablation (explicit --seeds/--ablation win)")
-    add("--workers", type=int, help="worker processes (default: 0 = one per optimizer, at most the CPU count)")
+    add("--workers", type=int, help="worker processes (default: 0 = automatic: one per optimizer up to the CPU "
+        "count; one process with --batch-trials above 1)")
     add("--batch-trials", type=_positive_int, help="train this many models at once with torch.func, for trials "
         "(asked from TPE with constant liar) and final seeds (default: 1 = plain sequential)")
     add("--study", help="prefix of the Optuna study names, one study per optimizer (default: compare)")
-    add("--threads", type=_positive_int, help="intra-op torch threads per process (default: 1; tiny models are "
-        "faster and steadier with 1 on a shared machine)")
+    add("--threads", type=_positive_int, help="intra-op torch threads per process (default: 1, as tiny models "
+        "are faster and steadier so on a shared machine; all cores for a single batched process)")
     add("--config", type=Path, help="TOML file with any of these options by long name; flags override it")
     add("--quiet", action="store_true", help="no progress bars or summary table")
 

@@ -162,13 +162,13 @@ Runner = Callable[[Callable[..., Any], list[tuple]], list[Any]]
 
 @contextmanager
 def _executor(config: CompareConfig, progress: Progress) -> Iterator[Runner]:
-    """``run(fn, [args, ...])`` on ``config.effective_workers`` processes, each with
+    """``run(fn, [args, ...])`` on ``config.workers`` processes, each with
     ``config.threads`` intra-op threads. This process is one of them: it runs the first item
     itself while the others go to a spawn pool (no start-up cost for one worker, and none at
     all with one worker). Workers' progress events come back through a queue."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
-    helpers = config.effective_workers - 1
+    helpers = config.workers - 1
     if helpers < 1:
         try:
             yield lambda fn, items: [fn(*item, progress=progress) for item in items]
@@ -218,7 +218,7 @@ def _stage_one_tasks(config: CompareConfig) -> list[tuple]:
     interrupted trials (deterministic resume); shared journal studies get them re-queued first;
     RDB studies recover them through heartbeats."""
     arms = config.optimizers
-    workers = max(config.effective_workers, len(arms))
+    workers = max(config.workers, len(arms))
     shared_rdb = bool(config.storage and "://" in config.storage)
     tasks = []
     for index, arm in enumerate(arms):

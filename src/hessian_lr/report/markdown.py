@@ -164,8 +164,11 @@ def _tuned(results: Results) -> list[Block]:
                                       f"{results.config['seed']})", "trials (finished / diverged)"], rows)]
     if len(results.optimizers) > 1:
         ordered = sorted(results.optimizers, key=lambda a: results.optimizers[a].best_lr)
-        blocks.append(("p", "Ordered by tuned learning rate (lowest first): "
-                       + " < ".join(f"{a} ({results.optimizers[a].best_lr:.5f})" for a in ordered) + "."))
+        text = f"{ordered[0]} ({results.optimizers[ordered[0]].best_lr:.5f})"
+        for previous, arm in zip(ordered, ordered[1:]):
+            same = results.optimizers[arm].best_lr == results.optimizers[previous].best_lr
+            text += f" {'=' if same else '<'} {arm} ({results.optimizers[arm].best_lr:.5f})"
+        blocks.append(("p", f"Ordered by tuned learning rate (lowest first): {text}."))
     return blocks
 
 

@@ -2,9 +2,10 @@
 
 Rows (each a fresh run folder, each ``hessian-lr compare`` a fresh process so imports count):
 
-* ``sequential``  — one process, one model at a time (``--workers 1 --batch-trials 1``): the
+* ``sequential``  — one process, one model at a time (``--workers 1 --no-batch-startup``): the
   straightforward eager implementation;
-* ``default``     — what ``hessian-lr compare`` does with no flags (one process per optimizer);
+* ``default``     — what ``hessian-lr compare`` does with no flags: one process per optimizer, TPE's
+  10 random start-up trials trained as one batch, the other trials one at a time;
 * ``batched``     — ``--batch-trials N``: trials trained N at a time in one process whose matrix
   products use both cores (TPE with constant liar), the final seeds as one batch.
 
@@ -71,7 +72,7 @@ def main() -> None:
         print(f"cores {os.cpu_count()}, 1 intra-op thread per process, load average before "
               f"{os.getloadavg()[0]:.2f}; {args.trials} trials x {args.epochs} epochs x 2 optimizers + finals")
         rows = {
-            "sequential": timed_compare(root / "seq", *budget, "--workers", "1"),
+            "sequential": timed_compare(root / "seq", *budget, "--workers", "1", "--no-batch-startup"),
             "default": timed_compare(root / "default", *budget),
             "batched": timed_compare(root / "batched", *budget, "--batch-trials", str(args.batch_trials)),
         }
@@ -80,7 +81,7 @@ def main() -> None:
             print(f"{name:<12}{wall:>9.2f}{rows['sequential'] / wall:>9.2f}x")
 
         finals = {
-            "sequential": timed_finals(root / "f-seq", seeds=10, workers=1, epochs=args.epochs),
+            "sequential": timed_finals(root / "f-seq", seeds=10, workers=1, batch_startup=False, epochs=args.epochs),
             "batched": timed_finals(root / "f-batch", seeds=10, batch_trials=10, epochs=args.epochs),
         }
         print(f"\n{'10-seed finals (2 arms)':<26}{'wall s':>9}{'speed-up':>10}")

@@ -150,3 +150,14 @@ def test_batched_trials_complete_the_budget_and_match_sequential_at_stable_lrs(t
         final = arm_results.final["seeds"][1]
         sequential = train_run(get_workload(config.workload), get_arm(arm), final["lr"], epochs=2, seed=1)
         assert final["val_loss_curve"] == pytest.approx(sequential.val_loss_curve, rel=1e-4)
+
+
+def test_batched_startup_asks_the_same_lrs_as_one_by_one(tmp_path):
+    """TPE's random start-up draws depend only on the seed: asked together they are the same lrs,
+    and their batched training matches sequential training at stable lrs."""
+    settings = dict(trials=3, optimizers=("hessian-adam",), lr_high=2e-3)
+    together = run_compare(tiny(tmp_path / "together", batch_startup=True, **settings))
+    one_by_one = run_compare(tiny(tmp_path / "one", batch_startup=False, **settings))
+    a, b = together.optimizers["hessian-adam"].trials, one_by_one.optimizers["hessian-adam"].trials
+    assert [t.lr for t in a] == [t.lr for t in b]
+    assert [t.value for t in a] == pytest.approx([t.value for t in b], rel=1e-4)

@@ -77,6 +77,10 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
         "count; one process with --batch-trials above 1)")
     add("--batch-trials", type=_positive_int, help="train this many models at once with torch.func, for trials "
         "(asked from TPE with constant liar) and final seeds (default: 1 = plain sequential)")
+    add("--batch-startup", action=argparse.BooleanOptionalAction, default=None,
+        help="train TPE's 10 random start-up trials (which depend only on the sampler seed) as one batch: "
+        "the same lrs as one by one, trained to float tolerance of sequential runs (default: on; "
+        "--no-batch-startup with --workers 1 --batch-trials 1 is the plain sequential, bit-reproducible mode)")
     add("--study", help="prefix of the Optuna study names, one study per optimizer (default: compare)")
     add("--threads", type=_positive_int, help="intra-op torch threads per process (default: 1, as tiny models "
         "are faster and steadier so on a shared machine; all cores for a single batched process)")
@@ -85,7 +89,7 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
 
 
 COMPARE_KEYS = ("out", "trials", "epochs", "seed", "optimizers", "workload", "lr_low", "lr_high", "storage",
-                "workers", "threads", "seeds", "ablation", "batch_trials", "study")
+                "workers", "threads", "seeds", "ablation", "batch_trials", "batch_startup", "study")
 PROTOCOLS = {"seed": {"seeds": 1, "ablation": False}, "full": {"seeds": 10, "ablation": True}}
 
 

@@ -56,17 +56,19 @@ def _no_progress(event: ProgressEvent) -> None:
 # -- training many runs: batched where the arm allows it, else one after another ---------------------
 
 def train_runs(config: CompareConfig, arm_name: str, runs: Sequence[tuple[float, int]], *, evaluate_test: bool,
-               progress: Progress, task: str) -> list[RunResult]:
-    """Train ``(lr, seed)`` runs of one arm: in batches of ``config.batch_trials`` models with
-    torch.func when that is above 1 and the arm supports it, else sequentially."""
+               progress: Progress, task: str, batch: int | None = None) -> list[RunResult]:
+    """Train ``(lr, seed)`` runs of one arm: in batches of ``batch`` (default
+    ``config.batch_trials``) models with torch.func when that is above 1 and the arm supports it,
+    else sequentially."""
     workload = get_workload(config.workload)
-    if config.batch_trials > 1:
+    batch = batch or config.batch_trials
+    if batch > 1:
         from hessian_lr.training.batched import can_batch, train_batch
 
         if can_batch(arm_name, workload):
             results: list[RunResult] = []
-            for start in range(0, len(runs), config.batch_trials):
-                chunk = list(runs[start : start + config.batch_trials])
+            for start in range(0, len(runs), batch):
+                chunk = list(runs[start : start + batch])
                 results += train_batch(workload, arm_name, chunk, epochs=config.epochs, evaluate_test=evaluate_test,
                                        on_epoch=lambda epoch, n=len(chunk): progress(ProgressEvent(task, "epoch", count=n)))
             return results
@@ -103,12 +105,13 @@ def tune_arm(config: CompareConfig, arm_name: str, resume_running: bool = True,
     study = _open_arm_study(config, arm_name)
 
     def objective(lrs: Sequence[float]) -> list[tuple[float | None, dict]]:
+        # The study hands over the trials that may train together (a batch, or TPE's start-up).
         runs = train_runs(config, arm_name, [(lr, config.seed) for lr in lrs], evaluate_test=False,
-                          progress=progress, task=arm_name)
+                          progress=progress, task=arm_name, batch=len(lrs))
         return [(run.val_loss, {"val_loss_curve": run.val_loss_curve, "wall_s": run.wall_s}) for run in runs]
 
     run_study(study, objective, n_trials=config.trials, lr_range=(config.lr_low, config.lr_high), seed=config.seed,
-              batch_size=config.batch_trials, resume_running=resume_running,
+              batch_size=config.batch_trials, batch_startup=config.batch_startup, resume_running=resume_running,
               on_trial=lambda number, lr, value: progress(ProgressEvent(arm_name, "trial", number, value)))
 
 

@@ -31,7 +31,8 @@ class CompareConfig:
     ablation: bool = False  # also train every arm at every other arm's tuned lr
     threads: int | None = None  # intra-op threads per process; None = automatic (see below)
     workers: int = 0  # processes; 0 = automatic (see below)
-    batch_trials: int = 1  # models trained at once with torch.func (1 = plain sequential)
+    batch_trials: int = 1  # models trained at once with torch.func (1 = one trial at a time)
+    batch_startup: bool = True  # train TPE's 10 random start-up trials as one batch (same lrs)
     storage: str | None = None  # Optuna storage URL or journal path; None = DIR/optuna.journal
     study: str = "compare"  # prefix of the study names (one study per arm)
     out: Path = Path("runs/compare")

@@ -42,6 +42,7 @@ SURPLUS_ATTR = "surplus"
 HEARTBEAT_S = int(os.environ.get("HESSIAN_LR_HEARTBEAT_S", 5))
 GRACE_S = int(os.environ.get("HESSIAN_LR_GRACE_S", 20))
 POLL_S = 1.0
+STARTUP_TRIALS = 10  # TPE's random start-up trials (Optuna's default)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -167,6 +168,7 @@ def run_study(
     lr_range: tuple[float, float],
     seed: int,
     batch_size: int = 1,
+    batch_startup: bool = False,
     resume_running: bool = True,
     on_trial: Callable[[int, float, float | None], None] | None = None,
 ) -> None:
@@ -174,16 +176,23 @@ def run_study(
 
     ``resume_running``: re-evaluate RUNNING trials, right when this process owns the study.
     Batches come from TPE with ``constant_liar`` so the trials of one batch spread out.
+
+    ``batch_startup``: TPE's first ``STARTUP_TRIALS`` trials are random draws that depend on
+    nothing but the sampler seed, so they are asked together and handed to ``objective`` as one
+    batch — the same learning rates, in the same order, as asking them one by one (only for a
+    study this process owns; workers sharing a study take them one at a time).
     """
     distribution = FloatDistribution(lr_range[0], lr_range[1], log=True)
     heartbeat = optuna.storages._heartbeat.is_heartbeat_enabled(study._storage)
 
+    batch_startup = batch_startup and resume_running
     if resume_running:
         stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         budget = n_trials - len(finished_trials(study))
         stale = stale[: max(budget, 0)]
-        for start in range(0, len(stale), batch_size):
-            trials = [optuna.Trial(study, t._trial_id) for t in stale[start : start + batch_size]]
+        chunk = max(batch_size, STARTUP_TRIALS if batch_startup else 1)
+        for start in range(0, len(stale), chunk):
+            trials = [optuna.Trial(study, t._trial_id) for t in stale[start : start + chunk]]
             _evaluate(study, trials, objective, on_trial)
 
     while True:
@@ -194,12 +203,19 @@ def run_study(
         if done >= n_trials:
             return
         running = sum(t.state == TrialState.RUNNING for t in trials)
-        room = min(batch_size, n_trials - done - running)
+        left = n_trials - done - running
+        room = min(batch_size, left)
+        if batch_startup and done + running < STARTUP_TRIALS:
+            room = max(room, min(STARTUP_TRIALS - done - running, left))
         if room <= 0:  # the rest of the budget is in other workers' hands; wait for them
             time.sleep(POLL_S)
             continue
-        study.sampler = optuna.samplers.TPESampler(seed=seed * 1_000_003 + done, constant_liar=True)
-        asked = [study.ask({LR_PARAM: distribution}) for _ in range(room)]
+        asked = []
+        for index in range(done, done + room):
+            # Seeded by the trial's position: asking together or one by one gives the same draws.
+            study.sampler = optuna.samplers.TPESampler(seed=seed * 1_000_003 + index, constant_liar=True,
+                                                       n_startup_trials=STARTUP_TRIALS)
+            asked.append(study.ask({LR_PARAM: distribution}))
         kept = _drop_surplus(study, asked, n_trials)
         if kept:
             _evaluate(study, kept, objective, on_trial)

@@ -452,6 +452,9 @@ class HessianLRAdaptation(Optimizer):
         labels sampled from ``softmax(logits)``; needs ``logits``, the tensor the loss was
         computed from). Gradients accumulate into ``p.grad`` as with ``loss.backward()``.
         """
+        if type(self.estimator).backward is CurvatureEstimator.backward:  # gradient-only: the hot path
+            loss.backward()
+            return
         params, betas = [], []
         for group in self.param_groups:
             for p in group["params"]:

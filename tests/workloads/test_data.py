@@ -39,3 +39,15 @@ def test_default_model_is_the_40_100_100_10_mlp():
     shapes = [tuple(p.shape) for p in model.parameters()]
     assert shapes == [(100, 40), (100,), (100, 100), (100,), (10, 100), (10,)]
     assert sum(p.numel() for p in model.parameters()) == 15210
+
+
+def test_cache_hit_does_not_import_the_mnist1d_package(tmp_path):
+    import subprocess
+    import sys
+
+    load_mnist1d(tmp_path)
+    code = ("import sys; from pathlib import Path; from hessian_lr.workloads.data import load_mnist1d; "
+            f"data = load_mnist1d(Path({str(tmp_path)!r})); "
+            "print(data['x'].shape, 'mnist1d.data' in sys.modules, sorted(data))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "(4000, 40) False ['x', 'x_test', 'y', 'y_test']"

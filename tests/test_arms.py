@@ -101,3 +101,31 @@ def test_missing_baselines_package_is_a_clear_error(monkeypatch):
 def test_unknown_arm():
     with pytest.raises(ValueError, match="unknown optimizer 'lion'"):
         parse_arm_names("lion")
+
+
+@pytest.mark.parametrize("name", [name for name, arm in ARMS.items() if arm.requires is None])
+def test_declared_update_rule_is_the_one_the_built_optimizer_implements(name):
+    """Batched training trusts ``Arm.update_rule`` without building the optimizer; this is the check."""
+    from hessian_lr.arms import update_rule_of
+
+    arm = get_arm(name)
+    built = update_rule_of(arm.build([torch.nn.Parameter(torch.zeros(3))], 1e-3))
+    assert arm.update_rule == built
+    if name in ("adam", "hessian-adam", "sgd", "hessian-sgd", "adamw", "hessian-adamw"):
+        assert built is not None and built.hessian == name.startswith("hessian-")
+
+
+def test_update_rule_of_reads_hyperparameters_and_refuses_what_it_cannot_reproduce():
+    from hessian_lr.arms import UpdateRule, update_rule_of
+    from hessian_lr.optim import HessianLRAdaptation
+
+    p = [torch.nn.Parameter(torch.zeros(3))]
+    assert update_rule_of(torch.optim.Adam(p, betas=(0.8, 0.9), eps=1e-6, weight_decay=0.1)) == UpdateRule(
+        "adam", betas=(0.8, 0.9), eps=1e-6, weight_decay=0.1)
+    assert update_rule_of(HessianLRAdaptation(torch.optim.SGD(p, lr=0.1, momentum=0.5, nesterov=True), 0.9, 1e-6)) == \
+        UpdateRule("sgd", momentum=0.5, nesterov=True, hessian=True, curvature_beta=0.9, curvature_eps=1e-6)
+    for refused in (torch.optim.Adam(p, amsgrad=True), torch.optim.RMSprop(p),
+                    torch.optim.Adam([{"params": p[:1]}, {"params": [torch.nn.Parameter(torch.zeros(1))]}]),
+                    HessianLRAdaptation(torch.optim.Adam(p), nonfinite="skip"),
+                    HessianLRAdaptation(torch.optim.Adam(p), estimator="squared-grad")):
+        assert update_rule_of(refused) is None

@@ -20,8 +20,9 @@ other baseline, rather than retune it; its early losses in the report reflect th
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -32,9 +33,73 @@ from hessian_lr.optim.estimators import ESTIMATORS
 
 Factory = Callable[[Iterable[Tensor], float], Optimizer]
 
-__all__ = ["Arm", "ARMS", "get_arm", "parse_arm_names", "BASELINES_PACKAGE"]
+__all__ = ["Arm", "ARMS", "UpdateRule", "update_rule_of", "get_arm", "parse_arm_names", "BASELINES_PACKAGE"]
 
 BASELINES_PACKAGE = "pytorch_optimizer"
+
+_WRAPPER_DEFAULTS = {name: p.default for name, p in inspect.signature(HessianLRAdaptation).parameters.items()}
+
+
+@dataclass(frozen=True)
+class UpdateRule:
+    """An arm's update in closed form, for engines that reproduce it without the optimizer object
+    (``training/batched.py`` trains many models on stacked ``[K, P]`` state).
+
+    ``base`` is ``"adam"`` (torch Adam/AdamW: ``weight_decay`` is coupled L2 unless ``decoupled``)
+    or ``"sgd"`` (``momentum``, ``dampening``, ``nesterov``, coupled ``weight_decay``). ``hessian``
+    puts HessianLRAdaptation's grad-diff preconditioning (``curvature_beta``, ``curvature_eps``) in
+    front. Defaults are torch's and the wrapper's; :func:`update_rule_of` reads a rule off a built
+    optimizer, and the tests check every declared rule against it.
+    """
+
+    base: str
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    decoupled: bool = False
+    momentum: float = 0.0
+    dampening: float = 0.0
+    nesterov: bool = False
+    hessian: bool = False
+    curvature_beta: float = _WRAPPER_DEFAULTS["beta"]
+    curvature_eps: float = _WRAPPER_DEFAULTS["eps"]
+
+    def preconditioned(self) -> UpdateRule:
+        """The same base inside ``HessianLRAdaptation`` with the grad-diff estimator and its defaults."""
+        return replace(self, hessian=True)
+
+
+def _base_rule(opt: Optimizer, **hessian: object) -> UpdateRule | None:
+    if len(opt.param_groups) != 1:
+        return None
+    g = opt.param_groups[0]
+    if g.get("maximize", False) or g.get("differentiable", False) or isinstance(g["lr"], Tensor):
+        return None
+    if type(opt) in (torch.optim.Adam, torch.optim.AdamW):
+        if g.get("amsgrad", False):
+            return None
+        decoupled = type(opt) is torch.optim.AdamW or bool(g.get("decoupled_weight_decay", False))
+        return UpdateRule("adam", betas=tuple(float(b) for b in g["betas"]), eps=float(g["eps"]),
+                          weight_decay=float(g["weight_decay"]), decoupled=decoupled, **hessian)
+    if type(opt) is torch.optim.SGD:
+        return UpdateRule("sgd", weight_decay=float(g["weight_decay"]), momentum=float(g["momentum"]),
+                          dampening=float(g["dampening"]), nesterov=bool(g["nesterov"]), **hessian)
+    return None
+
+
+def update_rule_of(optimizer: Optimizer) -> UpdateRule | None:
+    """The :class:`UpdateRule` ``optimizer`` implements, or None when it is none of them (another
+    class, amsgrad, several param groups, a tensor lr, another curvature estimator,
+    ``nonfinite="skip"``, a wider curvature state dtype, ...)."""
+    if not isinstance(optimizer, HessianLRAdaptation):
+        return _base_rule(optimizer)
+    if getattr(optimizer.estimator, "name", None) != "grad-diff" or optimizer.nonfinite != "error":
+        return None
+    if getattr(optimizer, "state_dtype", None) not in (None, torch.float32):
+        return None
+    group = optimizer.param_groups[0]
+    return _base_rule(optimizer.base_optimizer, hessian=True, curvature_beta=float(group["curvature_beta"]),
+                      curvature_eps=float(group["curvature_eps"]))
 
 
 @dataclass(frozen=True)
@@ -50,6 +115,9 @@ class Arm:
     # Training-step time relative to Adam (measured on mnist1d-mlp); only used to schedule the
     # slowest arms first when arms run in parallel processes.
     relative_cost: float = 1.0
+    # The update in closed form, when it is one of UpdateRule's; None: unknown (batched training
+    # then reads it off a built optimizer, which costs torch's ~1 s dynamo import once per process).
+    update_rule: UpdateRule | None = None
 
     @property
     def second_order(self) -> bool:
@@ -125,20 +193,23 @@ def hessian(base: Factory, estimator: str = "grad-diff") -> Factory:
     return build
 
 
-def _register_with_estimators(name: str, description: str, base: Factory, estimators: Iterable[str]) -> None:
+def _register_with_estimators(name: str, description: str, base: Factory, estimators: Iterable[str],
+                              rule: UpdateRule) -> None:
     """``name`` itself, then ``hessian-<name>`` (grad-diff) and ``hessian-<name>-<estimator>``."""
-    register(Arm(name, f"torch.optim.{description}", base))
+    register(Arm(name, f"torch.optim.{description}", base, update_rule=rule))
     for estimator in estimators:
         options = "".join(f", {k}={v}" for k, v in ESTIMATOR_OPTIONS.get(estimator, {}).items())
         suffix = "" if estimator == "grad-diff" else f"-{estimator}"
         register(Arm(f"hessian-{name}{suffix}", f"HessianLRAdaptation({description}), {estimator} estimator{options}, "
                      "beta=0.99, eps=1e-8", hessian(base, estimator),
-                     relative_cost=ESTIMATOR_COST.get(estimator, 1.2)))
+                     relative_cost=ESTIMATOR_COST.get(estimator, 1.2),
+                     update_rule=rule.preconditioned() if estimator == "grad-diff" else None))
 
 
-_register_with_estimators("adam", "Adam (fused), default betas/eps", adam, ESTIMATORS)
-_register_with_estimators("sgd", "SGD, momentum 0.9", sgd, ESTIMATORS)
-_register_with_estimators("adamw", "AdamW (fused), default betas/eps, weight_decay 0.01", adamw, ["grad-diff"])
+_register_with_estimators("adam", "Adam (fused), default betas/eps", adam, ESTIMATORS, UpdateRule("adam"))
+_register_with_estimators("sgd", "SGD, momentum 0.9", sgd, ESTIMATORS, UpdateRule("sgd", momentum=0.9))
+_register_with_estimators("adamw", "AdamW (fused), default betas/eps, weight_decay 0.01", adamw, ["grad-diff"],
+                          UpdateRule("adam", weight_decay=0.01, decoupled=True))
 
 
 def _baseline(class_name: str, **kwargs: object) -> Callable[[Iterable[Tensor], float], Optimizer]:

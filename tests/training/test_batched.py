@@ -141,3 +141,16 @@ def test_generic_functional_call_path_matches_sequential():
 
 def test_empty_batch():
     assert train_batch(WORKLOAD, "adam", [], epochs=2) == []
+
+
+def test_built_in_arms_batch_without_building_a_torch_optimizer():
+    """Their declared update rule is used as is: no torch.optim constructor, so no ~1 s import of
+    torch._dynamo (which Optimizer.__init__ triggers) in a batched worker."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from hessian_lr.workloads import get_workload; "
+            "from hessian_lr.training.batched import train_batch; w = get_workload('mnist1d-mlp'); "
+            "[train_batch(w, arm, [(1e-3, 0), (2e-3, 1)], epochs=1) for arm in ('adam', 'hessian-adam')]; "
+            "print('torch._dynamo' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -60,10 +60,10 @@ About two thirds of the batched time is the eight batched GEMMs per step, which 
 close to what batching can give this model; the rest is the optimizer (~0.65 ms per step for
 K = 20 with the wrapper) and the elementwise forward/backward ops.
 
-Limitations: arms are batched only when :func:`batched_spec` recognises the optimizer the arm
-builds (torch Adam/AdamW without amsgrad, SGD, optionally inside ``HessianLRAdaptation`` with the
+Limitations: arms are batched only when their update is an :class:`~hessian_lr.arms.UpdateRule`
+(torch Adam/AdamW without amsgrad, SGD, optionally inside ``HessianLRAdaptation`` with the
 ``grad-diff`` estimator, ``nonfinite="error"`` and float32 state; one param group, float lr, no
-scheduler); models with buffers (BatchNorm) or dropout, and second-order arms, are not batched.
+scheduler), declared by the arm or read off the optimizer it builds; models with buffers (BatchNorm) or dropout, and second-order arms, are not batched.
 All of those fall back to sequential ``train_run`` calls inside :func:`train_batch`. Memory is
 about ``K * P * (5 + 2 for the wrapper)`` floats plus the gathered epoch data ``K * n * features``
 (11 MB for K = 20 on mnist1d). ``on_epoch(epoch)`` ticks once per batch epoch (after every active
@@ -80,83 +80,34 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from hessian_lr.arms import ARMS, get_arm
+from hessian_lr.arms import ARMS, UpdateRule, get_arm, update_rule_of
 from hessian_lr.training.loop import RunResult, seed_everything, train_run
 from hessian_lr.workloads import Workload
 
-__all__ = ["can_batch", "train_batch", "BatchedOptimizerSpec", "batched_spec"]
+__all__ = ["can_batch", "train_batch", "batched_spec"]
 
 
 # -- which arms batch ---------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class BatchedOptimizerSpec:
-    """The math of an arm, read off the optimizer it builds.
+def batched_spec(arm_name: str) -> UpdateRule | None:
+    """The update rule this module reproduces for ``arm_name``, or None when it cannot.
 
-    ``base`` is ``"adam"`` (torch Adam/AdamW: ``weight_decay`` is coupled L2 for Adam, decoupled
-    for AdamW) or ``"sgd"`` (``momentum``, ``dampening``, ``nesterov``, coupled ``weight_decay``).
-    ``hessian`` puts the grad-diff preconditioning (``curvature_beta``, ``curvature_eps``) in front.
-    """
-
-    base: str
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    decoupled: bool = False
-    momentum: float = 0.0
-    dampening: float = 0.0
-    nesterov: bool = False
-    hessian: bool = False
-    curvature_beta: float = 0.99
-    curvature_eps: float = 1e-8
-
-
-def _base_spec(opt: torch.optim.Optimizer, hessian: dict) -> BatchedOptimizerSpec | None:
-    if len(opt.param_groups) != 1:
-        return None
-    g = opt.param_groups[0]
-    if g.get("maximize", False) or g.get("differentiable", False):
-        return None
-    if type(opt) in (torch.optim.Adam, torch.optim.AdamW):
-        if g.get("amsgrad", False) or isinstance(g["lr"], Tensor):
-            return None
-        decoupled = type(opt) is torch.optim.AdamW or bool(g.get("decoupled_weight_decay", False))
-        return BatchedOptimizerSpec("adam", betas=tuple(float(b) for b in g["betas"]), eps=float(g["eps"]),
-                                    weight_decay=float(g["weight_decay"]), decoupled=decoupled, **hessian)
-    if type(opt) is torch.optim.SGD:
-        return BatchedOptimizerSpec("sgd", weight_decay=float(g["weight_decay"]), momentum=float(g["momentum"]),
-                                    dampening=float(g["dampening"]), nesterov=bool(g["nesterov"]), **hessian)
-    return None
-
-
-def batched_spec(arm_name: str) -> BatchedOptimizerSpec | None:
-    """The batched math for ``arm_name``, or None when this module cannot reproduce the arm.
-
-    The arm is built on a dummy parameter and its optimizer inspected, so an arm whose definition
-    changes (another optimizer class, amsgrad, a second param group, another curvature estimator,
-    ``nonfinite="skip"``, a wider state dtype) is not silently batched with the wrong math.
+    Built-in arms declare their rule (``Arm.update_rule``; the tests check each against the
+    optimizer the arm builds). For any other arm the rule is read off the optimizer it builds on a
+    dummy parameter, so an arm whose definition changes (another class, amsgrad, a second param
+    group, another curvature estimator, ``nonfinite="skip"``, a wider state dtype) is never
+    batched with the wrong math.
     """
     arm = ARMS.get(arm_name)
     if arm is None or arm.second_order:
         return None
+    if arm.update_rule is not None:
+        return arm.update_rule
     try:
-        opt = arm.build([torch.zeros(2, requires_grad=True)], 1e-3)
+        optimizer = arm.build([torch.zeros(2, requires_grad=True)], 1e-3)
     except Exception:  # noqa: BLE001 - an arm we cannot even build is not batchable
         return None
-    from hessian_lr.optim import HessianLRAdaptation
-
-    hessian: dict = {}
-    if isinstance(opt, HessianLRAdaptation):
-        estimator = getattr(opt.estimator, "name", None)
-        if estimator != "grad-diff" or getattr(opt, "nonfinite", "error") != "error":
-            return None
-        if getattr(opt, "state_dtype", None) not in (None, torch.float32):
-            return None
-        group = opt.param_groups[0]
-        hessian = {"hessian": True, "curvature_beta": float(group["curvature_beta"]),
-                   "curvature_eps": float(group["curvature_eps"])}
-        opt = opt.base_optimizer
-    return _base_spec(opt, hessian)
+    return update_rule_of(optimizer)
 
 
 def can_batch(arm_name: str, workload: Workload | None = None) -> bool:
@@ -326,7 +277,7 @@ def _model_path(workload: Workload, model: nn.Module | None = None) -> str | Non
 class _FlatOptimizer:
     """One optimizer step for all ``K`` rows at once; ``lr`` is a ``[K, 1]`` column."""
 
-    def __init__(self, spec: BatchedOptimizerSpec, params: Tensor, *, fused: bool = True) -> None:
+    def __init__(self, spec: UpdateRule, params: Tensor, *, fused: bool = True) -> None:
         self.spec = spec
         self.step_count = 0
         zeros = lambda: torch.zeros_like(params)  # noqa: E731

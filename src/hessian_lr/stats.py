@@ -11,13 +11,20 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-
-from scipy import stats as _sp
+from functools import cache
 
 __all__ = ["Describe", "Paired", "describe", "t_ci", "paired", "holm", "time_to_target", "median"]
 
 CONFIDENCE = 0.95
 MIN_WILCOXON = 6  # below this the exact signed-rank test cannot reach p < 0.05 (two-sided)
+
+
+@cache
+def _scipy_stats():  # noqa: ANN202 - the scipy.stats module
+    """scipy.stats, imported on first use: a single-seed run needs no test (the import is ~1 s)."""
+    from scipy import stats
+
+    return stats
 
 
 def _present(values: Sequence[float | None]) -> list[float]:
@@ -30,7 +37,7 @@ def t_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> list[float]
     if n < 2:
         return None
     mean, s = statistics.fmean(values), statistics.stdev(values)
-    half = float(_sp.t.ppf((1 + confidence) / 2, n - 1)) * s / math.sqrt(n)
+    half = float(_scipy_stats().t.ppf((1 + confidence) / 2, n - 1)) * s / math.sqrt(n)
     return [mean - half, mean + half]
 
 
@@ -95,13 +102,13 @@ def paired(a: Sequence[float | None], b: Sequence[float | None]) -> Paired:
             p_t = 1.0 if mean == 0 else 0.0  # no spread: the difference is exactly known
         else:
             t = mean / (std / math.sqrt(n))
-            p_t = float(2 * _sp.t.sf(abs(t), n - 1))
+            p_t = float(2 * _scipy_stats().t.sf(abs(t), n - 1))
     p_w = None
     if n >= MIN_WILCOXON:
         if all(d == 0 for d in diffs):
             p_w = 1.0
         else:
-            p_w = float(_sp.wilcoxon(diffs).pvalue)
+            p_w = float(_scipy_stats().wilcoxon(diffs).pvalue)
     return Paired(n=n, missing=len(a) - n, mean_diff=mean, std_diff=std, ci95=t_ci(diffs), p_t=p_t, p_wilcoxon=p_w)
 
 

@@ -8,6 +8,7 @@ test would need: every subcommand calls one library function.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -263,5 +264,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def console_main() -> None:
+    """The ``hessian-lr`` console script: :func:`main`, then a quick exit.
+
+    Every output is written and closed by the time ``main`` returns; ``gc.freeze()`` spares the
+    interpreter's final garbage collection over torch's, optuna's and matplotlib's object graphs
+    (~0.4 s of every command, for memory the OS takes back anyway). Not in ``main`` itself, which
+    tests and library users call in a process that goes on."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

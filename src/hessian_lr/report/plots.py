@@ -29,6 +29,17 @@ def figure_bytes(fig: plt.Figure) -> bytes:
     return buffer.getvalue()
 
 
+def _figure(columns: int, width: float, height: float = 4.6) -> tuple[plt.Figure, list[plt.Axes]]:
+    """``columns`` axes side by side, with fixed margins in inches that fit the labels, titles
+    and tick labels used here. (``constrained_layout`` measures every text in an extra draw: it
+    doubled each figure's rendering time, about 0.1 s per figure.)"""
+    fig, axes = plt.subplots(1, columns, figsize=(width, height), squeeze=False)
+    gap = 0.85  # inches between axes: the right axes' y label and tick labels
+    fig.subplots_adjust(left=0.8 / width, right=1 - 0.2 / width, bottom=0.55 / height, top=1 - 0.35 / height,
+                        wspace=gap * columns / (width - 1.0 - gap * (columns - 1)))
+    return fig, list(axes[0])
+
+
 def _color(index: int, count: int) -> tuple:
     if count <= 10:
         return plt.get_cmap("tab10")(index)
@@ -56,7 +67,7 @@ def _draw_curves(ax: plt.Axes, results: Results, start_epoch: int = 0) -> None:
 def curves_png(results: Results) -> bytes:
     """Validation loss per epoch: the mean over seeds with its 95% CI band; right: the second half."""
     epochs = int(results.config["epochs"])
-    fig, (full, zoom) = plt.subplots(1, 2, figsize=(12, 4.6), constrained_layout=True)
+    fig, (full, zoom) = _figure(2, 12)
     _draw_curves(full, results)
     _draw_curves(zoom, results, start_epoch=max(1, epochs // 2))
     k = max(r.summary.get("n_seeds", 1) for r in results.optimizers.values())
@@ -70,7 +81,7 @@ def curves_png(results: Results) -> bytes:
 def sensitivity_png(results: Results) -> bytes:
     """Every tuning trial's objective against its lr (x: diverged, drawn at the top)."""
     arms = list(results.optimizers)
-    fig, ax = plt.subplots(figsize=(8, 4.6), constrained_layout=True)
+    fig, (ax,) = _figure(1, 8)
     done_values = [t.value for r in results.optimizers.values() for t in r.trials if t.value is not None]
     top = max(done_values, default=1.0)
     for i, (arm, r) in enumerate(results.optimizers.items()):
@@ -96,7 +107,7 @@ def ablation_png(results: Results) -> bytes | None:
     if not cells:
         return None
     arms = list(results.optimizers)
-    fig, ax = plt.subplots(figsize=(8, 4.6), constrained_layout=True)
+    fig, (ax,) = _figure(1, 8)
     for i, arm in enumerate(arms):
         mine = sorted((c for c in cells if c["arm"] == arm and c["val_loss_mean"] is not None), key=lambda c: c["lr"])
         if not mine:
@@ -119,7 +130,7 @@ def ablation_png(results: Results) -> bytes | None:
 
 def save_comparison_plot(results: Results, path: Path) -> None:
     """``comparison.png``: the curves (mean and CI band when there are seeds) beside the lr sensitivity."""
-    fig, (curves, sensitivity) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    fig, (curves, sensitivity) = _figure(2, 12, 4.5)
     _draw_curves(curves, results)
     curves.set(xlabel="epoch", ylabel="validation loss (cross-entropy, nats)",
                title=f"Tuned runs on {results.config.get('workload', '')} (seed {results.config.get('seed')})")

@@ -161,3 +161,32 @@ def test_batched_startup_asks_the_same_lrs_as_one_by_one(tmp_path):
     a, b = together.optimizers["hessian-adam"].trials, one_by_one.optimizers["hessian-adam"].trials
     assert [t.lr for t in a] == [t.lr for t in b]
     assert [t.value for t in a] == pytest.approx([t.value for t in b], rel=1e-4)
+
+
+def test_lanes_run_items_at_once_in_order_and_raise_the_first_error():
+    import threading
+
+    from hessian_lr.compare import _in_lanes
+
+    barrier = threading.Barrier(2, timeout=10)  # both items must be running at the same moment
+    assert _in_lanes(2, lambda item: (barrier.wait(), item[0] * 10)[1], [(1,), (2,)]) == [10, 20]
+    assert _in_lanes(2, lambda item: item[0], [(i,) for i in range(7)]) == list(range(7))
+    assert _in_lanes(1, lambda item: threading.current_thread().name, [(0,), (1,)]) == ["MainThread"] * 2
+
+    def fail_on_odd(item):
+        if item[0] % 2:
+            raise RuntimeError(f"item {item[0]}")
+        return item[0]
+
+    with pytest.raises(RuntimeError, match="item 1"):
+        _in_lanes(2, fail_on_odd, [(0,), (1,), (2,), (3,)])
+
+
+def test_arms_in_lanes_give_the_numbers_of_one_lane(tmp_path, monkeypatch):
+    """Lanes only change which thread trains an arm: every number but the timings is identical."""
+    settings = dict(trials=3, batch_trials=2, threads=1, lr_high=2e-3)
+    monkeypatch.setattr(CompareConfig, "lanes", property(lambda self: 2))
+    both = run_compare(tiny(tmp_path / "lanes", **settings))
+    monkeypatch.setattr(CompareConfig, "lanes", property(lambda self: 1))
+    one = run_compare(tiny(tmp_path / "one", **settings))
+    assert without_timing(both.to_dict()) == without_timing(one.to_dict())

@@ -163,18 +163,59 @@ def _exclusive(out: Path) -> Iterator[None]:
 Runner = Callable[[Callable[..., Any], list[tuple]], list[Any]]
 
 
+def _in_lanes(lanes: int, call: Callable[[tuple], Any], items: list[tuple]) -> list[Any]:
+    """``[call(item) for item in items]``, up to ``lanes`` at once: this thread and ``lanes - 1``
+    daemon threads take the items in order. Batched training spends its time in torch ops that
+    release the GIL, so the lanes use the cores in parallel.
+
+    An error in this thread (Ctrl-C included) propagates at once: the daemon lanes die with the
+    process, and whatever they finished is already in the study storage. An error in another
+    lane is raised once this thread's lane is done."""
+    if lanes <= 1 or len(items) <= 1:
+        return [call(item) for item in items]
+    results: list[Any] = [None] * len(items)
+    errors: dict[int, Exception] = {}
+    next_index = iter(range(len(items)))
+    take = threading.Lock()
+
+    def lane(catch: bool) -> None:
+        while True:
+            with take:
+                index = next(next_index, None)
+            if index is None:
+                return
+            try:
+                results[index] = call(items[index])
+            except Exception as exc:  # noqa: BLE001 - re-raised by the calling thread below
+                if not catch:
+                    raise
+                errors[index] = exc
+
+    others = [threading.Thread(target=lane, args=(True,), daemon=True, name=f"hessian-lr-lane-{i + 1}")
+              for i in range(min(lanes, len(items)) - 1)]
+    for thread in others:
+        thread.start()
+    lane(catch=False)
+    for thread in others:
+        thread.join()
+    if errors:
+        raise errors[min(errors)]
+    return results
+
+
 @contextmanager
 def _executor(config: CompareConfig, progress: Progress) -> Iterator[Runner]:
     """``run(fn, [args, ...])`` on ``config.workers`` processes, each with
     ``config.threads`` intra-op threads. This process is one of them: it runs the first item
     itself while the others go to a spawn pool (no start-up cost for one worker, and none at
-    all with one worker). Workers' progress events come back through a queue."""
+    all with one worker). Workers' progress events come back through a queue. A single process
+    runs ``config.lanes`` items at once in threads (batched training, see :func:`_in_lanes`)."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     helpers = config.workers - 1
     if helpers < 1:
         try:
-            yield lambda fn, items: [fn(*item, progress=progress) for item in items]
+            yield lambda fn, items: _in_lanes(config.lanes, lambda item: fn(*item, progress=progress), items)
         finally:
             torch.set_num_threads(previous_threads)
         return

@@ -51,14 +51,17 @@ class CompareConfig:
         if not isinstance(self.workers, int) or self.workers < 0:
             raise ValueError(f"workers must be >= 0 (0 = automatic), got {self.workers!r}")
         # Automatic placement. Sequential training of a tiny model is Python-bound: one thread per
-        # process and one process per arm. Batched training is GEMM-bound: one process whose
-        # matrix products use every core, which spares the ~3 s start-up of a second process.
+        # process and one process per arm. Batched training is GEMM-bound and its matrix products
+        # release the GIL: one process whose arms train side by side in threads ("lanes", see
+        # ``lanes``), the cores shared out as intra-op threads, which spares a second process's
+        # ~1-3 s start-up. Arms that cannot batch keep the sequential placement.
         cores = os.cpu_count() or 1
         if self.workers == 0:
-            workers = 1 if self.batch_trials > 1 else max(1, min(len(self.optimizers), cores))
+            workers = 1 if self.batched else max(1, min(len(self.optimizers), cores))
             object.__setattr__(self, "workers", workers)
         if self.threads is None:
-            object.__setattr__(self, "threads", cores if self.batch_trials > 1 and self.workers == 1 else 1)
+            threads = max(1, cores // min(len(self.optimizers), cores)) if self.batched and self.workers == 1 else 1
+            object.__setattr__(self, "threads", threads)
         if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 1:
             raise ValueError(f"threads must be a positive integer, got {self.threads!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -67,6 +70,26 @@ class CompareConfig:
             raise ValueError(f"study must be a non-empty name without '.', got {self.study!r}")
         if not (0 < self.lr_low < self.lr_high):
             raise ValueError(f"lr range must satisfy 0 < lr_low < lr_high, got [{self.lr_low}, {self.lr_high}]")
+
+    @property
+    def batched(self) -> bool:
+        """Whether every arm trains batched (``batch_trials`` > 1 and each arm and the workload's
+        model are reproducible on stacked parameters: :func:`~hessian_lr.training.batched.can_batch`)."""
+        if self.batch_trials < 2:
+            return False
+        from hessian_lr.training.batched import can_batch
+
+        workload = get_workload(self.workload)
+        return all(can_batch(arm, workload) for arm in self.optimizers)
+
+    @property
+    def lanes(self) -> int:
+        """How many of its tasks (an arm's trials and finals) one process runs at once, in
+        threads: with batched training, as many as its cores hold at ``threads`` intra-op threads
+        each; sequential training is Python-bound (the GIL), so one."""
+        if not self.batched or self.workers != 1:
+            return 1
+        return max(1, min(len(self.optimizers), (os.cpu_count() or 1) // self.threads))
 
     @property
     def final_seeds(self) -> list[int]:

@@ -81,7 +81,7 @@ import torch
 from torch import Tensor, nn
 
 from hessian_lr.arms import ARMS, UpdateRule, get_arm, update_rule_of
-from hessian_lr.training.loop import RunResult, seed_everything, train_run
+from hessian_lr.training.loop import GLOBAL_RNG_LOCK, RunResult, initial_model, train_run
 from hessian_lr.workloads import Workload
 
 __all__ = ["can_batch", "train_batch", "batched_spec"]
@@ -263,7 +263,7 @@ def _model_path(workload: Workload, model: nn.Module | None = None) -> str | Non
     """``"mlp"``, ``"functional"`` or None (not batchable). Builds a throwaway model when none is
     given, without disturbing torch's global RNG."""
     if model is None:
-        with torch.random.fork_rng(devices=[]):
+        with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
             model = workload.build_model()
     if _MLP.supports(model, workload.loss_fn):
         return "mlp"
@@ -404,13 +404,12 @@ def train_batch(
     data = workload.data
     loss_fn, batch_size, n = workload.loss_fn, workload.batch_size, len(data.x_train)
 
-    # Initial weights exactly as train_run builds them: seed_everything(seed), build_model().
+    # Initial weights exactly as train_run builds them.
     rows: dict[int, Tensor] = {}
     model = None
     for _, seed in runs:
         if seed not in rows:
-            seed_everything(seed)
-            model = workload.build_model()
+            model = initial_model(workload, seed)
             rows[seed] = _flatten(model)
     assert model is not None
     layout = _Layout.of(model)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from hessian_lr.arms import Arm
 from hessian_lr.optim import HessianLRAdaptation
 from hessian_lr.workloads import Workload
 
-__all__ = ["RunResult", "seed_everything", "train_run", "evaluate"]
+__all__ = ["RunResult", "seed_everything", "initial_model", "train_run", "evaluate", "GLOBAL_RNG_LOCK"]
 
 # torch warns once that backward(create_graph=True) makes a parameter <-> gradient reference cycle;
 # train_run breaks it by setting every gradient to None right after each step.
@@ -50,6 +51,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# Initial weights come from the process-global RNGs. Runs trained at once in several threads of
+# one process (batched lanes) take this lock around seeding and drawing, so every model still
+# starts from its seed's weights.
+GLOBAL_RNG_LOCK = threading.Lock()
+
+
+def initial_model(workload: Workload, seed: int) -> nn.Module:
+    """``workload.build_model()`` right after ``seed_everything(seed)``: the weights every run
+    with ``seed`` starts from, whichever arm trains it."""
+    with GLOBAL_RNG_LOCK:
+        seed_everything(seed)
+        return workload.build_model()
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor) -> tuple[float, float]:
     """(mean loss, accuracy) over all of ``x`` in one forward pass."""
@@ -78,8 +93,7 @@ def train_run(
     gradient ends the run early as ``diverged``.
     """
     data = workload.data
-    seed_everything(seed)
-    model = workload.build_model()
+    model = initial_model(workload, seed)
     optimizer = arm.build(model.parameters(), lr)
     batch_order = torch.Generator().manual_seed(seed)
     loss_fn, batch_size, n = workload.loss_fn, workload.batch_size, len(data.x_train)

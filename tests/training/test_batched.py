@@ -154,3 +154,27 @@ def test_built_in_arms_batch_without_building_a_torch_optimizer():
             "[train_batch(w, arm, [(1e-3, 0), (2e-3, 1)], epochs=1) for arm in ('adam', 'hessian-adam')]; "
             "print('torch._dynamo' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_flat_hessian_step_with_the_compiled_kernel_is_bit_identical_to_torch_ops():
+    from hessian_lr.optim import kernel
+    from hessian_lr.training.batched import _FlatOptimizer
+
+    if kernel.load(compile=False) is None:
+        pytest.skip("the compiled grad-diff kernel is not built (make install builds it)")
+    torch.manual_seed(0)
+    params = torch.randn(4, 300)
+    grads = [torch.randn(4, 300) * 10.0 ** torch.randint(-6, 2, (4, 300)) for _ in range(5)]
+    lr = torch.tensor([[1e-3], [3e-3], [1e-2], [0.1]])
+    results = []
+    for use_kernel in (True, False):
+        optimizer = _FlatOptimizer(get_arm("hessian-adam").update_rule, params.clone())
+        assert optimizer.kernel is not None  # built, so loaded
+        if not use_kernel:
+            optimizer.kernel = None
+        p = params.clone()
+        for g in grads:
+            optimizer.step(p, g.clone(), lr)
+        results.append((p, optimizer.state["h"], optimizer.state["prev_grad"]))
+    for kernel_side, torch_side in zip(*results):
+        assert torch.equal(kernel_side, torch_side)

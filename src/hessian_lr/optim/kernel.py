@@ -7,7 +7,9 @@ state, then makes one pass over memory per tensor that reads ``g, g_prev, h`` an
 The arithmetic is the same sequence of roundings as
 :func:`hessian_lr.optim.functional.single_tensor_grad_diff_` (contraction into FMA is disabled),
 and tensors the fast loop does not cover (non-dense layouts, unusual dtype pairs, non-CPU
-devices) go through the same ATen ops as that reference.
+devices) go through the same ATen ops as that reference. ``grad_diff_tensor_(g, g_prev, h, beta,
+eps, scale)`` is the same update for one triple of tensors given directly (batched training's
+flat ``[K, P]`` state).
 
 The extension is compiled with ``torch.utils.cpp_extension.load_inline`` the first time it is
 *asked for* (about a minute on a 2-core machine; needs a C++ compiler and ninja) and cached on
@@ -115,6 +117,29 @@ bool try_fast(const at::Tensor& g, const at::Tensor& prev, const at::Tensor& h, 
   return true;
 }
 
+// Whether the one-pass loop covers this triple (dense CPU tensors of one layout).
+bool is_fast(const at::Tensor& g, const at::Tensor& prev, const at::Tensor& h) {
+  return g.device().is_cpu() && prev.device().is_cpu() && h.device().is_cpu() && dense_alike(g, prev) &&
+         dense_alike(g, h) && prev.scalar_type() == h.scalar_type();
+}
+
+// One triple's update: the one-pass loop where it applies, else the reference's ATen ops.
+void apply(const at::Tensor& g, const at::Tensor& prev, const at::Tensor& h, bool fast, double beta, double eps,
+           double scale) {
+  const bool done = fast && (try_fast<float, float>(g, prev, h, beta, eps, scale) ||
+                             try_fast<double, double>(g, prev, h, beta, eps, scale) ||
+                             try_fast<c10::Half, float>(g, prev, h, beta, eps, scale) ||
+                             try_fast<c10::BFloat16, float>(g, prev, h, beta, eps, scale) ||
+                             try_fast<float, double>(g, prev, h, beta, eps, scale));
+  if (done) {
+    g.unsafeGetTensorImpl()->bump_version();
+    prev.unsafeGetTensorImpl()->bump_version();
+    h.unsafeGetTensorImpl()->bump_version();
+  } else {
+    reference(g, prev, h, beta, eps, scale);
+  }
+}
+
 bool finite(const at::Tensor& g, bool fast) {
   if (fast) {
     switch (g.scalar_type()) {
@@ -153,8 +178,7 @@ std::tuple<int64_t, int64_t, std::vector<int64_t>> grad_diff_step(
     TORCH_CHECK(rows[i] >= 0 && static_cast<size_t>(rows[i]) < betas.size(), "grad_diff_step: bad row");
     TORCH_CHECK(g.sizes() == prevs[i].sizes() && g.sizes() == hs[i].sizes(),
                 "grad_diff_step: gradient and state shapes differ for parameter ", i);
-    fast[i] = g.device().is_cpu() && prevs[i].device().is_cpu() && hs[i].device().is_cpu() &&
-              dense_alike(g, prevs[i]) && dense_alike(g, hs[i]) && prevs[i].scalar_type() == hs[i].scalar_type();
+    fast[i] = is_fast(g, prevs[i], hs[i]);
     grads[i] = std::move(g);
   }
   if (check_finite) {
@@ -163,26 +187,16 @@ std::tuple<int64_t, int64_t, std::vector<int64_t>> grad_diff_step(
     }
   }
   for (size_t i = 0; i < n; ++i) {
-    if (!grads[i].defined()) continue;
-    const at::Tensor& g = grads[i];
-    const double beta = betas[rows[i]], eps = epss[rows[i]], scale = scales[rows[i]];
-    bool done = false;
-    if (fast[i]) {
-      done = try_fast<float, float>(g, prevs[i], hs[i], beta, eps, scale) ||
-             try_fast<double, double>(g, prevs[i], hs[i], beta, eps, scale) ||
-             try_fast<c10::Half, float>(g, prevs[i], hs[i], beta, eps, scale) ||
-             try_fast<c10::BFloat16, float>(g, prevs[i], hs[i], beta, eps, scale) ||
-             try_fast<float, double>(g, prevs[i], hs[i], beta, eps, scale);
-    }
-    if (done) {
-      g.unsafeGetTensorImpl()->bump_version();
-      prevs[i].unsafeGetTensorImpl()->bump_version();
-      hs[i].unsafeGetTensorImpl()->bump_version();
-    } else {
-      reference(g, prevs[i], hs[i], beta, eps, scale);
-    }
+    if (grads[i].defined()) apply(grads[i], prevs[i], hs[i], fast[i], betas[rows[i]], epss[rows[i]], scales[rows[i]]);
   }
   return {-1, 0, skipped};
+}
+
+// The same update on one (gradient, g_prev, h) triple given directly, without parameters: batched
+// training keeps them as flat [K, P] tensors. No finiteness check (the caller does it).
+void grad_diff_tensor_(at::Tensor g, at::Tensor prev, at::Tensor h, double beta, double eps, double scale) {
+  TORCH_CHECK(g.sizes() == prev.sizes() && g.sizes() == h.sizes(), "grad_diff_tensor_: gradient and state shapes differ");
+  apply(g, prev, h, is_fast(g, prev, h), beta, eps, scale);
 }
 """
 
@@ -241,7 +255,7 @@ def build(verbose: bool = False) -> ModuleType:
     return load_inline(
         name=_NAME,
         cpp_sources=[_CPP],
-        functions=["grad_diff_step"],
+        functions=["grad_diff_step", "grad_diff_tensor_"],
         extra_cflags=_FLAGS,
         verbose=verbose,
     )

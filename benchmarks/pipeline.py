@@ -6,14 +6,16 @@ Rows (each a fresh run folder, each ``hessian-lr compare`` a fresh process so im
   straightforward eager implementation;
 * ``default``     — what ``hessian-lr compare`` does with no flags: one process per optimizer, TPE's
   10 random start-up trials trained as one batch, the other trials one at a time;
-* ``batched``     — ``--batch-trials N``: trials trained N at a time in one process whose matrix
-  products use both cores (TPE with constant liar), the final seeds as one batch.
+* ``batched``     — ``--batch-trials N``: trials trained N at a time (TPE with constant liar), the
+  final seeds as one batch; the arms train side by side in threads of one process ("lanes",
+  one intra-op thread each), so both cores work without a second process's start-up.
 
 Then the 10-seed finals of two arms (adam, hessian-adam) both ways, and one training epoch.
-Prints ratios against ``sequential``; the thread count and load average are printed too, since
-these machines are shared.
+Every row runs ``--repeats`` times, the rows interleaved round by round so that a noisy moment on
+this shared machine hits all of them alike; the table gives the fastest and the median wall time
+of each row, and the speed-ups against ``sequential`` for both. The load average is printed too.
 
-    .venv/bin/python benchmarks/pipeline.py [--trials 20] [--epochs 20] [--batch-trials 10]
+    .venv/bin/python benchmarks/pipeline.py [--trials 20] [--epochs 20] [--batch-trials 10] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,33 +63,46 @@ def one_epoch_ms() -> float:
     return {arm: 1000 * run.wall_s / 10 for arm, run in runs.items()}
 
 
+def _table(title: str, walls: dict[str, list[float]]) -> None:
+    best = {name: min(times) for name, times in walls.items()}
+    median = {name: statistics.median(times) for name, times in walls.items()}
+    base = next(iter(walls))
+    print(f"\n{title:<26}{'best s':>9}{'speed-up':>10}{'median s':>10}{'speed-up':>10}   all runs (s)")
+    for name in walls:
+        print(f"{name:<26}{best[name]:>9.2f}{best[base] / best[name]:>9.2f}x{median[name]:>10.2f}"
+              f"{median[base] / median[name]:>9.2f}x   {' '.join(f'{t:.2f}' for t in walls[name])}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-trials", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of every row, interleaved (default: 3)")
     args = parser.parse_args()
     budget = ["--trials", str(args.trials), "--epochs", str(args.epochs)]
     root = Path(tempfile.mkdtemp(prefix="hessian-lr-bench-"))
     try:
-        print(f"cores {os.cpu_count()}, 1 intra-op thread per process, load average before "
-              f"{os.getloadavg()[0]:.2f}; {args.trials} trials x {args.epochs} epochs x 2 optimizers + finals")
+        print(f"cores {os.cpu_count()}, load average before {os.getloadavg()[0]:.2f}; {args.trials} trials x "
+              f"{args.epochs} epochs x 2 optimizers + finals; {args.repeats} interleaved runs per row")
         rows = {
-            "sequential": timed_compare(root / "seq", *budget, "--workers", "1", "--no-batch-startup"),
-            "default": timed_compare(root / "default", *budget),
-            "batched": timed_compare(root / "batched", *budget, "--batch-trials", str(args.batch_trials)),
+            "sequential": ["--workers", "1", "--no-batch-startup"],
+            "default": [],
+            "batched": ["--batch-trials", str(args.batch_trials)],
         }
-        print(f"\n{'pipeline':<12}{'wall s':>9}{'speed-up':>10}")
-        for name, wall in rows.items():
-            print(f"{name:<12}{wall:>9.2f}{rows['sequential'] / wall:>9.2f}x")
+        pipeline: dict[str, list[float]] = {name: [] for name in rows}
+        for repeat in range(args.repeats):
+            for name, flags in rows.items():
+                pipeline[name].append(timed_compare(root / f"{name}-{repeat}", *budget, *flags))
+        _table("pipeline", pipeline)
 
-        finals = {
-            "sequential": timed_finals(root / "f-seq", seeds=10, workers=1, batch_startup=False, epochs=args.epochs),
-            "batched": timed_finals(root / "f-batch", seeds=10, batch_trials=10, epochs=args.epochs),
-        }
-        print(f"\n{'10-seed finals (2 arms)':<26}{'wall s':>9}{'speed-up':>10}")
-        for name, wall in finals.items():
-            print(f"{name:<26}{wall:>9.2f}{finals['sequential'] / wall:>9.2f}x")
+        finals: dict[str, list[float]] = {"sequential": [], "batched": []}
+        for repeat in range(args.repeats):
+            finals["sequential"].append(timed_finals(root / f"f-seq-{repeat}", seeds=10, workers=1,
+                                                     batch_startup=False, epochs=args.epochs))
+            finals["batched"].append(timed_finals(root / f"f-batch-{repeat}", seeds=10, batch_trials=10,
+                                                  epochs=args.epochs))
+        _table("10-seed finals (2 arms)", finals)
         epoch = one_epoch_ms()
         print("\none epoch (35 steps of batch 100, 1 thread): "
               + ", ".join(f"{arm} {ms:.1f} ms" for arm, ms in epoch.items()))

@@ -130,3 +130,18 @@ def test_optimizer_code_imports_only_torch():
                 assert name.split(".")[0] in allowed, f"{file.name} imports {name}"
                 if name.startswith("hessian_lr"):
                     assert name.startswith("hessian_lr.optim"), f"{file.name} imports {name}"
+
+
+@pytest.mark.parametrize("env", [None, "/tmp/some-extensions-dir"])
+def test_kernel_build_dir_is_the_one_torch_builds_into(monkeypatch, env):
+    """kernel._build_dir mirrors torch.utils.cpp_extension._get_build_directory (not imported
+    when loading the built kernel); if torch changes its layout this test says so."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    from hessian_lr.optim import kernel
+
+    if env is None:
+        monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    else:
+        monkeypatch.setenv("TORCH_EXTENSIONS_DIR", env)
+    assert kernel._build_dir() == _get_build_directory(kernel._NAME, verbose=False)

@@ -223,9 +223,23 @@ _failed: str | None = None
 
 
 def _build_dir() -> str:
-    from torch.utils.cpp_extension import _get_build_directory
+    """Where ``load_inline`` puts this kernel: torch's ``cpp_extension._get_build_directory``,
+    computed here because importing ``torch.utils.cpp_extension`` (setuptools and all) costs
+    ~0.1 s of every process that merely loads the built kernel. A test checks it against torch's."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if root is None:
+        from torch._appdirs import user_cache_dir
 
-    return _get_build_directory(_NAME, verbose=False)
+        if torch.version.hip is not None:
+            accelerator = f"rocm{torch.version.hip.replace('.', '')}"
+        elif torch.version.cuda is not None:
+            accelerator = f"cu{torch.version.cuda.replace('.', '')}"
+        else:
+            accelerator = "cpu"
+        python = f"py{sys.version_info.major}{sys.version_info.minor}{getattr(sys, 'abiflags', '')}"
+        root = os.path.join(os.path.realpath(user_cache_dir(appname="torch_extensions")),
+                            f"{python}_{accelerator}")
+    return os.path.join(root, _NAME)
 
 
 def is_built() -> bool:

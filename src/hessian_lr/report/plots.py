@@ -13,7 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import LogFormatter  # noqa: E402
+from matplotlib.ticker import LogFormatter, LogLocator  # noqa: E402
 
 from hessian_lr.results import Results, atomic_write_bytes  # noqa: E402
 
@@ -43,9 +43,11 @@ def _figure(columns: int, width: float, height: float = 4.6) -> tuple[plt.Figure
 
 def _log_lr_axis(ax: plt.Axes, label: str) -> None:
     """Log-scaled lr axis labelled ``1e-03``: plain text, not mathtext (whose parser costs ~0.1 s
-    to set up in every process that draws its first ``10^{-3}``)."""
+    to set up in every process that draws its first ``10^{-3}``), and minor ticks at 2 and 5 of
+    each decade only (matplotlib's eight per decade were a third of the figures' drawing time)."""
     ax.set_xscale("log")
     ax.set_xlabel(label)
+    ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
     ax.xaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
     ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
 

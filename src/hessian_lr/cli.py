@@ -75,7 +75,7 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     add("--protocol", choices=("seed", "full"), help="presets: 'seed' = one final run per optimizer (default); "
         "'full' = 10 paired seeds and the equal-lr ablation (explicit --seeds/--ablation win)")
     add("--workers", type=int, help="worker processes (default: 0 = automatic: one per optimizer up to the CPU "
-        "count; one process with --batch-trials above 1)")
+        "count; with --batch-trials above 1 one process, whose optimizers train side by side in threads)")
     add("--batch-trials", type=_positive_int, help="train this many models at once with torch.func, for trials "
         "(asked from TPE with constant liar) and final seeds (default: 1 = plain sequential)")
     add("--batch-startup", action=argparse.BooleanOptionalAction, default=None,
@@ -84,7 +84,8 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
         "--no-batch-startup with --workers 1 --batch-trials 1 is the plain sequential, bit-reproducible mode)")
     add("--study", help="prefix of the Optuna study names, one study per optimizer (default: compare)")
     add("--threads", type=_positive_int, help="intra-op torch threads per process (default: 1, as tiny models "
-        "are faster and steadier so on a shared machine; all cores for a single batched process)")
+        "are faster and steadier so on a shared machine; a single batched process shares its cores among its "
+        "optimizers, each training in its own thread while cores last)")
     add("--config", type=Path, help="TOML file with any of these options by long name; flags override it")
     add("--quiet", action="store_true", help="no progress bars or summary table")
 

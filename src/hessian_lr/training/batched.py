@@ -53,12 +53,17 @@ adam, 1 thread        18.5-20.5   8.0-9.0  2.2-2.5x  K = 5 and K = 50 give the s
 hessian-adam, 1       22-28       7.4-9.8  2.5-2.9x  same seed for all K: ~7.4-9
 hessian-adam, 2       20.2        5.9      3.4x      quiet moment; under load 2 threads thrash
 generic path, 1       (as above)  14.2     ~1.5x     vmap(grad(functional_call)), hessian-adam
+adam, 1 (quiet)       9.9         4.2      2.35x     load ~0.7, 2026-11-29
+hessian-adam, 1       10.5        4.3      2.46x     same; grad-diff step in the compiled kernel
 ====================  ==========  =======  ========  =====================================
 
-About two thirds of the batched time is the eight batched GEMMs per step, which already run at
-~85 GFLOP/s on one core (the same as one big ``mm`` of equal FLOPs), so at one thread ~2.5x is
-close to what batching can give this model; the rest is the optimizer (~0.65 ms per step for
-K = 20 with the wrapper) and the elementwise forward/backward ops.
+About 80% of the batched time is the eight batched GEMMs per step, which run at 85-95 GFLOP/s
+on one core (the same as one big ``mm`` of equal FLOPs, about this core's peak), so at one
+thread ~2.4x is close to what batching can give this model; the rest is the optimizer (~0.12
+ms per step for K = 10 with the wrapper, its grad-diff part in the wrapper's compiled kernel
+where that is built) and the elementwise forward/backward ops. Two cores are used by training
+two batches at once: ``compare`` runs its arms side by side in threads (the GEMMs release the
+GIL); two such lanes reach ~1.9x the throughput of one.
 
 Limitations: arms are batched only when their update is an :class:`~hessian_lr.arms.UpdateRule`
 (torch Adam/AdamW without amsgrad, SGD, optionally inside ``HessianLRAdaptation`` with the

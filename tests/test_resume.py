@@ -99,3 +99,47 @@ def test_killed_during_the_finals_reuses_finished_runs(reference, tmp_path):
     assert all(p.read_bytes() == data for p, data in kept.items())
     assert len(list((out / "runs").glob("*.json"))) == SEEDS
     assert comparable(out) == reference
+
+
+BATCHED_ARGS = ["--optimizers", "adam,hessian-adam", "--trials", str(TRIALS), "--epochs", "12", "--seeds", "2",
+                "--batch-trials", "2", "--threads", "1", "--quiet"]  # one process, the arms in two lanes
+
+
+def all_trials(out: Path) -> dict[str, list[optuna.trial.FrozenTrial]]:
+    journal = out / "optuna.journal"
+    if not journal.exists():
+        return {}
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+    return {s.study_name: optuna.load_study(study_name=s.study_name, storage=storage).trials
+            for s in optuna.get_all_study_summaries(storage)}
+
+
+def test_batched_lanes_killed_mid_batch_resume_to_the_uninterrupted_result(tmp_path):
+    """Both arms train at once in threads; SIGKILL while a batch trains, run the same command again:
+    every study ends with exactly its budget, completed trials kept, the same numbers as a run
+    never interrupted (the interrupted batch is re-trained as the same batch)."""
+    def run(out: Path) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "hessian_lr.cli", "compare", "--out", str(out), *BATCHED_ARGS],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    reference = tmp_path / "reference"
+    finish(run(reference))
+    out = tmp_path / "run"
+    proc = run(out)
+
+    def mid_batch() -> bool:
+        studies = all_trials(out)
+        done = sum(len(completed(trials)) for trials in studies.values())
+        running = any(t.state == optuna.trial.TrialState.RUNNING for trials in studies.values() for t in trials)
+        return done >= 1 and running
+
+    kill_when(proc, mid_batch)
+    before = {name: completed(trials) for name, trials in all_trials(out).items()}
+    finish(run(out))
+    after = all_trials(out)
+    assert len(after) == 2
+    for name, trials in after.items():
+        assert [t.number for t in trials] == list(range(TRIALS))
+        assert len(completed(trials)) == TRIALS
+        assert {n: v for n, v in completed(trials).items() if n in before.get(name, {})} == before.get(name, {})
+    assert comparable(out) == comparable(reference)

@@ -1,5 +1,6 @@
 """Kill-safe resume for real: SIGKILL a compare run, run the same command again, and get exactly
-what an uninterrupted run gives (sequential seeded mode), with no finished work redone."""
+what an uninterrupted run gives (sequential seeded mode, and batched arms in lanes), with no
+finished work redone."""
 
 from __future__ import annotations
 

@@ -116,9 +116,11 @@ def all_trials(out: Path) -> dict[str, list[optuna.trial.FrozenTrial]]:
 
 
 def test_batched_lanes_killed_mid_batch_resume_to_the_uninterrupted_result(tmp_path):
-    """Both arms train at once in threads; SIGKILL while a batch trains, run the same command again:
-    every study ends with exactly its budget, completed trials kept, the same numbers as a run
-    never interrupted (the interrupted batch is re-trained as the same batch)."""
+    """Both arms train at once in threads, each its batch of TRIALS (TPE's start-up trials);
+    SIGKILL while both batches train, run the same command again: every study ends with exactly
+    its budget and the same numbers as a run never interrupted (each batch is trained again as
+    the same batch). A kill while a batch's trials are being asked or told retrains the unfinished
+    ones as a smaller batch: the budget is kept, the numbers agree to float tolerance."""
     def run(out: Path) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "hessian_lr.cli", "compare", "--out", str(out), *BATCHED_ARGS],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -128,19 +130,17 @@ def test_batched_lanes_killed_mid_batch_resume_to_the_uninterrupted_result(tmp_p
     out = tmp_path / "run"
     proc = run(out)
 
-    def mid_batch() -> bool:
+    def both_batches_training() -> bool:
         studies = all_trials(out)
-        done = sum(len(completed(trials)) for trials in studies.values())
-        running = any(t.state == optuna.trial.TrialState.RUNNING for trials in studies.values() for t in trials)
-        return done >= 1 and running
+        return len(studies) == 2 and all(
+            len(trials) == TRIALS and all(t.state == optuna.trial.TrialState.RUNNING and "lr" in t.params
+                                          for t in trials) for trials in studies.values())
 
-    kill_when(proc, mid_batch)
-    before = {name: completed(trials) for name, trials in all_trials(out).items()}
+    kill_when(proc, both_batches_training)
     finish(run(out))
     after = all_trials(out)
     assert len(after) == 2
-    for name, trials in after.items():
+    for trials in after.values():
         assert [t.number for t in trials] == list(range(TRIALS))
         assert len(completed(trials)) == TRIALS
-        assert {n: v for n, v in completed(trials).items() if n in before.get(name, {})} == before.get(name, {})
     assert comparable(out) == comparable(reference)

@@ -51,9 +51,9 @@ def open_storage(spec: str) -> Any:
 
     if "://" in spec:
         return optuna.storages.RDBStorage(spec)
-    from optuna.storages.journal import JournalFileBackend
+    from hessian_lr.tuning.study import journal_storage
 
-    return optuna.storages.JournalStorage(JournalFileBackend(spec))
+    return journal_storage(spec)
 
 
 def build_app(run_dir: Path) -> Any:

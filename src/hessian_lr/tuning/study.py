@@ -7,11 +7,17 @@ study interrupted and resumed proposes the same learning rates as one run straig
 
 Interrupted trials:
 - one process owns the study (``resume_running=True``): a trial left RUNNING by a killed run is
-  re-evaluated with its own parameters and told under its own number;
+  re-evaluated with its own parameters and told under its own number (a run killed inside
+  ``ask`` leaves one without its lr: that lr is drawn as ``ask`` was drawing it). Batches: a kill
+  while a batch trains retrains the same batch; a kill while its trials are asked or told
+  retrains the unfinished ones as a smaller batch (float tolerance, budget unchanged);
 - workers share the study through an RDB storage: each trial sends heartbeats; a trial whose
   worker died is failed after the grace period and re-queued (``RetryFailedTrialCallback``);
 - workers share a journal file on one machine: the launching process (which holds the run
   folder's lock) re-queues RUNNING trials before starting them (:func:`requeue_running`).
+
+Journal files are locked with ``fcntl.flock`` (:class:`KernelJournalLock`), which dies with its
+process: a killed run never leaves a stale lock for the next one to wait out.
 
 Budget: exactly ``n_trials`` trials count (completed, or failed because training diverged).
 Workers asking concurrently can overshoot; a trial asked beyond the budget is closed at once as
@@ -20,6 +26,7 @@ FAIL marked ``surplus`` (never trained, never counted).
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import threading
@@ -33,7 +40,8 @@ from optuna.distributions import FloatDistribution
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["storage_for", "open_study", "run_study", "finished_trials", "requeue_running", "LR_PARAM"]
+__all__ = ["storage_for", "journal_storage", "KernelJournalLock", "open_study", "run_study", "finished_trials",
+           "requeue_running", "LR_PARAM"]
 
 LR_PARAM = "lr"
 DIVERGED_ATTR = "diverged"
@@ -71,9 +79,51 @@ def storage_for(spec: str | None, out: Path) -> BaseStorage:
                 time.sleep(0.5)
     path = Path(spec) if spec else out / "optuna.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
+    return journal_storage(path)
+
+
+class KernelJournalLock:
+    """The journal's write lock as ``fcntl.flock`` on ``<journal>.flock`` (Optuna's journal lock
+    interface: ``acquire``/``release``, as ``JournalFileBackend(lock_obj=...)`` takes it).
+
+    The kernel drops a flock when its process dies, so a run killed with SIGKILL in the middle of
+    a write never leaves a stale lock behind. (Optuna's default lock is a symlink, made for NFSv2;
+    a killed holder leaves it, and the next run waits out a 30 s grace period before breaking
+    it.) Every process and thread of hessian-lr that writes a journal uses this lock; an Optuna
+    program of your own writing the same journal at the same time must pass it too
+    (``JournalFileBackend(path, lock_obj=KernelJournalLock(path))``).
+    """
+
+    def __init__(self, journal_path: str) -> None:
+        self.path = journal_path + ".flock"
+        self._held = threading.local()  # the descriptor a thread holds the lock through
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._held.fd = fd
+        return True
+
+    def release(self) -> None:
+        fd = getattr(self._held, "fd", None)
+        if fd is None:
+            raise RuntimeError("Error: did not possess lock")
+        self._held.fd = None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+def journal_storage(path: Path | str) -> optuna.storages.JournalStorage:
+    """An Optuna journal-file storage at ``path`` locked with :class:`KernelJournalLock`."""
     from optuna.storages.journal import JournalFileBackend
 
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=KernelJournalLock(str(path))))
 
 
 def open_study(storage: BaseStorage, name: str, fingerprint: str, attrs: dict | None = None) -> optuna.Study:
@@ -190,6 +240,7 @@ def run_study(
         stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         budget = n_trials - len(finished_trials(study))
         stale = stale[: max(budget, 0)]
+        _draw_missing_lrs(study, stale, distribution, seed)
         chunk = max(batch_size, STARTUP_TRIALS if batch_startup else 1)
         for start in range(0, len(stale), chunk):
             trials = [optuna.Trial(study, t._trial_id) for t in stale[start : start + chunk]]
@@ -211,14 +262,34 @@ def run_study(
             time.sleep(POLL_S)
             continue
         asked = []
-        for index in range(done, done + room):
-            # Seeded by the trial's position: asking together or one by one gives the same draws.
-            study.sampler = optuna.samplers.TPESampler(seed=seed * 1_000_003 + index, constant_liar=True,
-                                                       n_startup_trials=STARTUP_TRIALS)
+        for position in range(done, done + room):
+            study.sampler = _sampler(seed, position)
             asked.append(study.ask({LR_PARAM: distribution}))
         kept = _drop_surplus(study, asked, n_trials)
         if kept:
             _evaluate(study, kept, objective, on_trial)
+
+
+def _sampler(seed: int, position: int) -> optuna.samplers.TPESampler:
+    """The sampler for the trial at ``position`` (trials counted or running before it). Seeded by
+    the position, so asking together or one by one, or again after a kill, gives the same draws."""
+    return optuna.samplers.TPESampler(seed=seed * 1_000_003 + position, constant_liar=True,
+                                      n_startup_trials=STARTUP_TRIALS)
+
+
+def _draw_missing_lrs(study: optuna.Study, stale: list[FrozenTrial], distribution: FloatDistribution,
+                      seed: int) -> None:
+    """Give an lr to every RUNNING trial that has none: a run killed inside ``ask`` (after the new
+    trial was stored, before its lr was) leaves one. The draw is the one that ``ask`` was making —
+    the same sampler seed, the same history — so the resumed run stays the uninterrupted one."""
+    trials = study.get_trials(deepcopy=False)
+    for trial in stale:
+        if LR_PARAM in trial.params:
+            continue
+        position = sum(1 for t in trials if t.number < trial.number and (_counts(t) or t.state == TrialState.RUNNING))
+        study.sampler = _sampler(seed, position)
+        optuna.Trial(study, trial._trial_id).suggest_float(LR_PARAM, distribution.low, distribution.high,
+                                                           log=distribution.log)
 
 
 def _drop_surplus(study: optuna.Study, asked: list[optuna.Trial], n_trials: int) -> list[optuna.Trial]:

@@ -14,8 +14,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from hessian_lr.arms import ARMS
-from hessian_lr.workloads import WORKLOADS
 
 __all__ = ["main", "build_parser"]
 
@@ -55,6 +53,9 @@ def _check_out_dir(out: Path) -> None:
 # -- compare ----------------------------------------------------------------------------------------
 
 def _add_compare_options(parser: argparse.ArgumentParser) -> None:
+    from hessian_lr.arms import ARMS
+    from hessian_lr.workloads import WORKLOADS
+
     add = parser.add_argument
     add("--out", type=Path, help="run folder for results.json, trials.csv, comparison.png, report.md and the "
         "Optuna study (default: runs/compare)")
@@ -111,12 +112,19 @@ def _compare_config(args: argparse.Namespace) -> Any:
     return config
 
 
+# True in the console script's own process (console_main), where the CLI may tune the garbage
+# collector; False when main() is called from other Python code.
+_OWN_PROCESS = False
+
+
 def _freeze_imported_objects() -> None:
     """Exempt every object alive now — the imported modules of torch, optuna and matplotlib,
     ~200k objects — from garbage collection. A full collection otherwise walks them all, several
     times per run, holding the GIL that every training thread needs (~0.1-0.2 s of a 4 s
-    compare). Called by commands once they have imported what they use."""
-    gc.freeze()
+    compare). Called by commands once they have imported what they use; only in the console
+    script's own process."""
+    if _OWN_PROCESS:
+        gc.freeze()
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -170,6 +178,8 @@ def _fidelity(args: argparse.Namespace) -> None:
     unknown = [e for e in estimators if e not in ESTIMATORS]
     if unknown or not estimators:
         raise UsageError(f"unknown estimator(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(ESTIMATORS)}")
+    from hessian_lr.workloads import WORKLOADS
+
     if args.workload not in WORKLOADS:
         raise UsageError(f"unknown workload {args.workload!r}; choose from {', '.join(WORKLOADS)}")
     if not args.lr > 0:
@@ -259,7 +269,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
-    parser = build_parser()
+    if _OWN_PROCESS:
+        # No collections while torch and the registries are imported (every object they make
+        # lives as long as the process; the collections they would trigger cost ~0.15 s).
+        gc.disable()
+    try:
+        parser = build_parser()
+    finally:
+        if _OWN_PROCESS:
+            _freeze_imported_objects()
+            gc.enable()
     try:
         args = parser.parse_args(argv)
         handler: Callable[[argparse.Namespace], None] | None = getattr(args, "handler", None)
@@ -283,6 +302,8 @@ def console_main() -> None:
     interpreter's final garbage collection over torch's, optuna's and matplotlib's object graphs
     (~0.4 s of every command, for memory the OS takes back anyway). Not in ``main`` itself, which
     tests and library users call in a process that goes on."""
+    global _OWN_PROCESS
+    _OWN_PROCESS = True
     code = main()
     gc.freeze()
     sys.exit(code)

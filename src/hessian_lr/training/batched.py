@@ -169,7 +169,9 @@ class _MLP:
                 self.layers.append((index[f"{name}.weight"], index[f"{name}.bias"],
                                     module.out_features, module.in_features))
         self.layout = layout
-        self._views: list[tuple[Tensor, list[tuple[Tensor, Tensor]]]] = []
+        self._views: list[tuple[Tensor, list[tuple[Tensor, Tensor, Tensor, Tensor]]]] = []
+        self._ones_key: tuple | None = None
+        self._ones = torch.empty(0)
 
     @staticmethod
     def supports(model: nn.Module, loss_fn: Callable) -> bool:
@@ -187,16 +189,26 @@ class _MLP:
         return all(m.bias is not None for m in linears) and all(
             a.out_features == b.in_features for a, b in zip(linears, linears[1:]))
 
-    def _weights(self, flat: Tensor) -> list[tuple[Tensor, Tensor]]:
-        """(weight, bias) views of every Linear into ``flat``. The same two buffers (parameters,
-        gradients) serve every step, so their views are kept: building twelve views per step was
-        ~5% of a step's time, in Python, where two lanes contend for the GIL."""
+    def _weights(self, flat: Tensor) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """``(W, b, b as a column, W transposed)`` views of every Linear into ``flat``. The same
+        two buffers (parameters, gradients) serve every step, so their views are kept: making them
+        per step was ~5% of a step's time, in Python, where two lanes contend for the GIL."""
         for cached, views in self._views:
             if cached is flat:
                 return views
-        views = [(self.layout.view(flat, w), self.layout.view(flat, b)) for w, b, _, _ in self.layers]
+        views = []
+        for w_index, b_index, _, _ in self.layers:
+            w, b = self.layout.view(flat, w_index), self.layout.view(flat, b_index)
+            views.append((w, b, b.unsqueeze(2), w.transpose(1, 2)))
         self._views = [(flat, views), *self._views[:1]]  # the parameters' and the gradients'
         return views
+
+    def _minus_one(self, shape: torch.Size, dtype: torch.dtype) -> Tensor:
+        """A cached tensor of -1 (the one-hot term of the softmax gradient)."""
+        key = (tuple(shape), dtype)
+        if self._ones_key != key:
+            self._ones_key, self._ones = key, torch.full(shape, -1.0, dtype=dtype)
+        return self._ones
 
     # Activations are kept feature-major, [K, features, B]: z^T = W a^T + b. Against the row-major
     # form this turns the last layer's forward (10 outputs) into a GEMM with a wide output
@@ -205,8 +217,8 @@ class _MLP:
         """``x``: ``[K, N, in]`` (an expanded view is fine) -> logits ``[K, classes, N]``."""
         weights = self._weights(flat)
         a = x.transpose(1, 2)
-        for i, (w, b) in enumerate(weights):
-            a = torch.baddbmm(b.unsqueeze(2), w, a)
+        for i, (w, _, bias, _) in enumerate(weights):
+            a = torch.baddbmm(bias, w, a)
             if i < len(weights) - 1:
                 a = a.relu_()
         return a
@@ -216,8 +228,8 @@ class _MLP:
         weights = self._weights(flat)
         a = x.transpose(1, 2)  # [K, in, B]
         acts = [a]
-        for i, (w, b) in enumerate(weights):
-            a = torch.baddbmm(b.unsqueeze(2), w, a)  # [K, out, B]
+        for i, (w, _, bias, _) in enumerate(weights):
+            a = torch.baddbmm(bias, w, a)  # [K, out, B]
             if i < len(weights) - 1:
                 a = a.relu_()
                 acts.append(a)
@@ -226,14 +238,14 @@ class _MLP:
         dz = (a - a.amax(dim=1, keepdim=True)).exp_()
         dz.div_(dz.sum(dim=1, keepdim=True))
         index = y.unsqueeze(1)
-        dz.scatter_add_(1, index, torch.full(index.shape, -1.0, dtype=dz.dtype))
+        dz.scatter_add_(1, index, self._minus_one(index.shape, dz.dtype))
         dz.mul_(1.0 / x.shape[1])
         grads = self._weights(grad)
         for i in range(len(weights) - 1, -1, -1):
             torch.bmm(dz, acts[i].transpose(1, 2), out=grads[i][0])
             torch.sum(dz, dim=2, out=grads[i][1])
             if i:
-                dz = torch.ops.aten.threshold_backward(torch.bmm(weights[i][0].transpose(1, 2), dz), acts[i], 0.0)
+                dz = torch.ops.aten.threshold_backward(torch.bmm(weights[i][3], dz), acts[i], 0.0)
 
     def loss_and_accuracy(self, flat: Tensor, x: Tensor, y: Tensor, accuracy: bool = True) -> tuple[Tensor, Tensor | None]:
         return _loss_and_accuracy(self.logits(flat, x), y, class_dim=1, accuracy=accuracy)
@@ -476,7 +488,7 @@ def train_batch(
         with torch.no_grad():
             for i in range(0, n, batch_size):
                 engine.grad_(params, grad, x_epoch[:, i : i + batch_size], y_epoch[:, i : i + batch_size])
-                if not bool(grad.sum(dim=1).isfinite().all()):
+                if not bool(grad.sum().isfinite()):  # one reduction over all rows; rows checked only if needed
                     bad = ~grad.isfinite().all(dim=1)  # exact check (a huge finite sum can overflow)
                     if bool(bad.any()):
                         frozen |= bad

@@ -166,20 +166,35 @@ def test_batched_startup_asks_the_same_lrs_as_one_by_one(tmp_path):
 def test_lanes_run_items_at_once_in_order_and_raise_the_first_error():
     import threading
 
-    from hessian_lr.compare import _in_lanes
+    from hessian_lr.compare import ProgressEvent, _in_lanes
 
     barrier = threading.Barrier(2, timeout=10)  # both items must be running at the same moment
-    assert _in_lanes(2, lambda item: (barrier.wait(), item[0] * 10)[1], [(1,), (2,)]) == [10, 20]
-    assert _in_lanes(2, lambda item: item[0], [(i,) for i in range(7)]) == list(range(7))
-    assert _in_lanes(1, lambda item: threading.current_thread().name, [(0,), (1,)]) == ["MainThread"] * 2
 
-    def fail_on_odd(item):
-        if item[0] % 2:
-            raise RuntimeError(f"item {item[0]}")
-        return item[0]
+    def both_at_once(n, progress):
+        barrier.wait()
+        return n * 10
+
+    def plain(n, progress):
+        return n
+
+    assert _in_lanes(2, both_at_once, [(1,), (2,)], print) == [10, 20]
+    assert _in_lanes(2, plain, [(i,) for i in range(7)], print) == list(range(7))
+    assert _in_lanes(1, lambda n, progress: threading.current_thread().name, [(0,), (1,)], print) == ["MainThread"] * 2
+
+    reports = []
+
+    def fail_fast_or_report(n, progress):
+        if n == 1:
+            raise RuntimeError("item 1")
+        for epoch in range(1000):  # stopped at a report once item 1 has failed
+            progress(ProgressEvent("x", "epoch"))
+            reports.append(n)
+            threading.Event().wait(0.01)
+        return n
 
     with pytest.raises(RuntimeError, match="item 1"):
-        _in_lanes(2, fail_on_odd, [(0,), (1,), (2,), (3,)])
+        _in_lanes(2, fail_fast_or_report, [(0,), (1,), (2,), (3,)], lambda event: None)
+    assert len(reports) < 1000 and 2 not in reports and 3 not in reports  # the others stopped, none started
 
 
 def test_arms_in_lanes_give_the_numbers_of_one_lane(tmp_path, monkeypatch):

@@ -144,3 +144,24 @@ def test_batched_lanes_killed_mid_batch_resume_to_the_uninterrupted_result(tmp_p
         assert [t.number for t in trials] == list(range(TRIALS))
         assert len(completed(trials)) == TRIALS
     assert comparable(out) == comparable(reference)
+
+
+def test_ctrl_c_during_batched_lanes_stops_cleanly_and_resumes(tmp_path):
+    """SIGINT while both lanes train: the other lane stops at its next epoch and is joined, the
+    command exits 130 with its one-line message (no C++ abort from a thread left inside torch),
+    and the same command then finishes the budget."""
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "hessian_lr.cli", "compare", "--out", str(out), *BATCHED_ARGS]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(t.state == optuna.trial.TrialState.RUNNING for trials in all_trials(out).values() for t in trials):
+        assert proc.poll() is None and time.monotonic() < deadline, "training never started"
+        time.sleep(0.02)
+    time.sleep(0.2)  # inside the batches
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip() == "hessian-lr: interrupted; run the same command again to resume"
+    finish(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for trials in all_trials(out).values():
+        assert len(completed(trials)) == TRIALS

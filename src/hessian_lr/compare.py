@@ -163,41 +163,59 @@ def _exclusive(out: Path) -> Iterator[None]:
 Runner = Callable[[Callable[..., Any], list[tuple]], list[Any]]
 
 
-def _in_lanes(lanes: int, call: Callable[[tuple], Any], items: list[tuple]) -> list[Any]:
-    """``[call(item) for item in items]``, up to ``lanes`` at once: this thread and ``lanes - 1``
-    daemon threads take the items in order. Batched training spends its time in torch ops that
-    release the GIL, so the lanes use the cores in parallel.
+class _LanesStopped(Exception):
+    """Raised in a lane at its next progress report once another lane failed or was interrupted."""
 
-    An error in this thread (Ctrl-C included) propagates at once: the daemon lanes die with the
-    process, and whatever they finished is already in the study storage. An error in another
-    lane is raised once this thread's lane is done."""
+
+def _in_lanes(lanes: int, fn: Callable[..., Any], items: list[tuple], progress: Progress) -> list[Any]:
+    """``[fn(*item, progress=progress) for item in items]``, up to ``lanes`` at once: this thread
+    and ``lanes - 1`` more take the items in order. Batched training spends its time in torch ops
+    that release the GIL, so the lanes use the cores in parallel.
+
+    When an item fails, or this thread is interrupted (Ctrl-C), the other lanes stop at their
+    next progress report (every epoch) and are joined before the error is raised: no thread is
+    left inside torch while the interpreter exits, and everything finished is in the study."""
     if lanes <= 1 or len(items) <= 1:
-        return [call(item) for item in items]
+        return [fn(*item, progress=progress) for item in items]
     results: list[Any] = [None] * len(items)
-    errors: dict[int, Exception] = {}
+    errors: dict[int, BaseException] = {}
     next_index = iter(range(len(items)))
     take = threading.Lock()
+    stop = threading.Event()
 
-    def lane(catch: bool) -> None:
-        while True:
+    def checked(event: ProgressEvent) -> None:
+        if stop.is_set():
+            raise _LanesStopped
+        progress(event)
+
+    def lane() -> None:
+        while not stop.is_set():
             with take:
                 index = next(next_index, None)
             if index is None:
                 return
             try:
-                results[index] = call(items[index])
-            except Exception as exc:  # noqa: BLE001 - re-raised by the calling thread below
-                if not catch:
-                    raise
+                results[index] = fn(*items[index], progress=checked)
+            except _LanesStopped:
+                return
+            except BaseException as exc:  # noqa: BLE001 - raised by the calling thread below
                 errors[index] = exc
+                stop.set()
+                return
 
-    others = [threading.Thread(target=lane, args=(True,), daemon=True, name=f"hessian-lr-lane-{i + 1}")
+    others = [threading.Thread(target=lane, daemon=True, name=f"hessian-lr-lane-{i + 1}")
               for i in range(min(lanes, len(items)) - 1)]
     for thread in others:
         thread.start()
-    lane(catch=False)
-    for thread in others:
-        thread.join()
+    try:
+        lane()
+        for thread in others:
+            thread.join()
+    except BaseException:
+        stop.set()
+        for thread in others:
+            thread.join()
+        raise
     if errors:
         raise errors[min(errors)]
     return results
@@ -215,7 +233,7 @@ def _executor(config: CompareConfig, progress: Progress) -> Iterator[Runner]:
     helpers = config.workers - 1
     if helpers < 1:
         try:
-            yield lambda fn, items: _in_lanes(config.lanes, lambda item: fn(*item, progress=progress), items)
+            yield lambda fn, items: _in_lanes(config.lanes, fn, items, progress)
         finally:
             torch.set_num_threads(previous_threads)
         return

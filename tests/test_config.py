@@ -11,7 +11,7 @@ from hessian_lr.config import CompareConfig
 @pytest.fixture
 def cores(monkeypatch):
     def set_cores(n: int) -> None:
-        monkeypatch.setattr(config_module.os, "cpu_count", lambda: n)
+        monkeypatch.setattr(config_module, "available_cores", lambda: n)
 
     return set_cores
 
@@ -59,3 +59,13 @@ def test_arms_that_cannot_batch_keep_the_sequential_placement(cores):
 def test_bad_values_name_the_field(field, value, fragment):
     with pytest.raises(ValueError, match=fragment):
         CompareConfig(**{field: value})
+
+
+def test_available_cores_follows_the_cpu_affinity():
+    import os
+
+    from hessian_lr.config import available_cores
+
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    assert available_cores() == len(os.sched_getaffinity(0)) <= (os.cpu_count() or 1)

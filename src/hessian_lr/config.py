@@ -13,7 +13,16 @@ from typing import Any
 from hessian_lr.arms import parse_arm_names
 from hessian_lr.workloads import get_workload
 
-__all__ = ["CompareConfig", "load_toml"]
+__all__ = ["CompareConfig", "load_toml", "available_cores"]
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's cpuset), which can
+    be fewer than the machine's ``os.cpu_count()``."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no sched_getaffinity (macOS, Windows)
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,7 @@ class CompareConfig:
         # release the GIL: one process whose arms train side by side in threads ("lanes", see
         # ``lanes``), the cores shared out as intra-op threads, which spares a second process's
         # ~1-3 s start-up. Arms that cannot batch keep the sequential placement.
-        cores = os.cpu_count() or 1
+        cores = available_cores()
         if self.workers == 0:
             workers = 1 if self.batched else max(1, min(len(self.optimizers), cores))
             object.__setattr__(self, "workers", workers)
@@ -89,7 +98,7 @@ class CompareConfig:
         each; sequential training is Python-bound (the GIL), so one."""
         if not self.batched or self.workers != 1:
             return 1
-        return max(1, min(len(self.optimizers), (os.cpu_count() or 1) // self.threads))
+        return max(1, min(len(self.optimizers), available_cores() // self.threads))
 
     @property
     def final_seeds(self) -> list[int]:

@@ -7,6 +7,7 @@ import json
 import os
 import tomllib
 from dataclasses import asdict, dataclass, fields, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ class CompareConfig:
         if not (0 < self.lr_low < self.lr_high):
             raise ValueError(f"lr range must satisfy 0 < lr_low < lr_high, got [{self.lr_low}, {self.lr_high}]")
 
-    @property
+    @cached_property  # builds a throwaway model per arm: asked by __post_init__ and lanes
     def batched(self) -> bool:
         """Whether every arm trains batched (``batch_trials`` > 1 and each arm and the workload's
         model are reproducible on stacked parameters: :func:`~hessian_lr.training.batched.can_batch`)."""

@@ -68,7 +68,8 @@ GIL); two such lanes reach ~1.9x the throughput of one.
 Limitations: arms are batched only when their update is an :class:`~hessian_lr.arms.UpdateRule`
 (torch Adam/AdamW without amsgrad, SGD, optionally inside ``HessianLRAdaptation`` with the
 ``grad-diff`` estimator, ``nonfinite="error"`` and float32 state; one param group, float lr, no
-scheduler), declared by the arm or read off the optimizer it builds; models with buffers (BatchNorm) or dropout, and second-order arms, are not batched.
+scheduler), declared by the arm or read off the optimizer it builds; models with buffers
+(BatchNorm) or dropout, and second-order arms, are not batched.
 All of those fall back to sequential ``train_run`` calls inside :func:`train_batch`. Memory is
 about ``K * P * (5 + 2 for the wrapper)`` floats plus the gathered epoch data ``K * n * features``
 (11 MB for K = 20 on mnist1d). ``on_epoch(epoch)`` ticks once per batch epoch (after every active
@@ -87,6 +88,7 @@ from torch import Tensor, nn
 
 from hessian_lr.arms import ARMS, UpdateRule, get_arm, update_rule_of
 from hessian_lr.optim import kernel as _kernel
+from hessian_lr.optim.functional import bias_correction, single_tensor_grad_diff_
 from hessian_lr.training.loop import GLOBAL_RNG_LOCK, RunResult, initial_model, train_run
 from hessian_lr.workloads import Workload
 
@@ -170,8 +172,8 @@ class _MLP:
                                     module.out_features, module.in_features))
         self.layout = layout
         self._views: list[tuple[Tensor, list[tuple[Tensor, Tensor, Tensor, Tensor]]]] = []
-        self._ones_key: tuple | None = None
-        self._ones = torch.empty(0)
+        self._minus_ones_key: tuple | None = None
+        self._minus_ones = torch.empty(0)
 
     @staticmethod
     def supports(model: nn.Module, loss_fn: Callable) -> bool:
@@ -206,9 +208,9 @@ class _MLP:
     def _minus_one(self, shape: torch.Size, dtype: torch.dtype) -> Tensor:
         """A cached tensor of -1 (the one-hot term of the softmax gradient)."""
         key = (tuple(shape), dtype)
-        if self._ones_key != key:
-            self._ones_key, self._ones = key, torch.full(shape, -1.0, dtype=dtype)
-        return self._ones
+        if self._minus_ones_key != key:
+            self._minus_ones_key, self._minus_ones = key, torch.full(shape, -1.0, dtype=dtype)
+        return self._minus_ones
 
     # Activations are kept feature-major, [K, features, B]: z^T = W a^T + b. Against the row-major
     # form this turns the last layer's forward (10 outputs) into a GEMM with a wide output
@@ -338,15 +340,10 @@ class _FlatOptimizer:
         t = self.step_count
         if spec.hessian and self.kernel is not None:
             self.kernel.grad_diff_tensor_(grad, state["prev_grad"], state["h"], spec.curvature_beta,
-                                          spec.curvature_eps, 1.0 / (1.0 - spec.curvature_beta**t))
-        elif spec.hessian:  # HessianLRAdaptation's grad-diff math, exactly as functional.py does it
-            prev, h = state["prev_grad"], state["h"]
-            beta = spec.curvature_beta
-            prev.sub_(grad)
-            h.mul_(beta).addcmul_(prev, prev, value=1.0 - beta)
-            prev.copy_(grad)
-            torch.mul(h, 1.0 / (1.0 - beta**t), out=grad)
-            grad.add_(spec.curvature_eps).rsqrt_().mul_(prev)
+                                          spec.curvature_eps, 1.0 / bias_correction(spec.curvature_beta, t))
+        elif spec.hessian:  # HessianLRAdaptation's grad-diff math: the wrapper's own functional step
+            single_tensor_grad_diff_(grad, state["prev_grad"], state["h"], beta=spec.curvature_beta,
+                                     eps=spec.curvature_eps, step=t)
         if spec.base == "adam":
             if spec.weight_decay:
                 if spec.decoupled:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hessian_lr.report.markdown import build_document, render_markdown, to_markdown
+from hessian_lr.report.document import build_document
+from hessian_lr.report.markdown import render_markdown, to_markdown
 from hessian_lr.report.plots import ablation_png, curves_png, save_comparison_plot, sensitivity_png
 from hessian_lr.report.summary import summarize
 from hessian_lr.results import Results, _json_safe, atomic_write_bytes, atomic_write_text

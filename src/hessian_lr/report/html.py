@@ -7,7 +7,7 @@ import base64
 import html
 import re
 
-from hessian_lr.report.markdown import Block
+from hessian_lr.report.document import Block
 
 __all__ = ["to_html"]
 

@@ -2,6 +2,11 @@
 
 ``summarize(results, ablation_runs)`` adds the seed statistics to ``results``;
 ``write_report(results, out)`` writes report.md, report.html and the figures from them.
+
+Modules: ``summary`` (seed statistics), ``verdicts`` (every verdict and comparative sentence, per
+workload and across workloads), ``document`` (the report's blocks), ``markdown`` / ``html``
+(renderers), ``plots`` (figures), ``profiles`` (AlgoPerf performance profiles and scores),
+``budget`` (budget curves and tuning spread over repeated studies), ``formatting`` (numbers).
 """
 
 from __future__ import annotations

@@ -13,14 +13,18 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import LogFormatter, LogLocator  # noqa: E402
+from matplotlib.ticker import LogFormatter, LogLocator, MaxNLocator  # noqa: E402
 
+from hessian_lr.report.budget import BudgetCurve  # noqa: E402
+from hessian_lr.report.profiles import PerformanceProfiles, rho_steps  # noqa: E402
 from hessian_lr.results import Results, atomic_write_bytes  # noqa: E402
 
-__all__ = ["save_comparison_plot", "figure_bytes", "curves_png", "sensitivity_png", "ablation_png", "DPI"]
+__all__ = ["save_comparison_plot", "figure_bytes", "curves_png", "sensitivity_png", "ablation_png", "profiles_png",
+           "budget_curves_png", "DPI"]
 
 DPI = 110
 MARKERS = "os^vD<>phX*P"
+LINESTYLES = ("-", "--", "-.", ":")  # tied arms draw the same curve: the styles keep each visible
 
 
 def figure_bytes(fig: plt.Figure) -> bytes:
@@ -160,3 +164,62 @@ def save_comparison_plot(results: Results, path: Path) -> None:
     sensitivity.grid(True, alpha=0.3)
     sensitivity.legend(fontsize=7)
     atomic_write_bytes(path, figure_bytes(fig))
+
+
+def profiles_png(profiles: PerformanceProfiles, title: str | None = None) -> bytes:
+    """``profiles.png``: every arm's performance profile ρ(τ) on τ ∈ [1, τ_max], drawn as the exact
+    step function (``profiles.rho_steps``), each arm's score in the legend.
+
+    Args:
+        profiles: ``profiles.performance_profiles``'s result (one clock).
+        title: the axes' title; by default it names the clock and the number of workloads.
+
+    Returns:
+        PNG bytes, identical for identical profiles.
+    """
+    fig, (ax,) = _figure(1, 8)
+    for i, arm in enumerate(profiles.arms):
+        taus, values = rho_steps(profiles.ratios_of(arm), profiles.tau_max)
+        ax.step(taus, values, where="post", color=_color(i, len(profiles.arms)),
+                linestyle=LINESTYLES[i % len(LINESTYLES)], linewidth=1.5,
+                label=f"{arm} (score {profiles.scores[arm]:.3f})")
+    ax.set(xlim=(1.0, profiles.tau_max), ylim=(-0.03, 1.03),
+           xlabel=f"τ (time to target within τ × the fastest arm, in {profiles.clock})",
+           ylabel="fraction of workloads ρ(τ)",
+           title=title or f"Performance profiles over {len(profiles.workloads)} workload(s), {profiles.clock}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return figure_bytes(fig)
+
+
+def budget_curves_png(curves: dict[str, BudgetCurve], title: str | None = None) -> bytes:
+    """Budget curves: per arm the median over studies of the best validation loss after n trials
+    (line, a marker per budget) and the range over the studies (band, where every study has a
+    successful trial).
+
+    Args:
+        curves: arm → ``budget.budget_curve`` of its studies.
+        title: the axes' title; by default it says how many studies the medians are over.
+
+    Returns:
+        PNG bytes, identical for identical curves.
+    """
+    fig, (ax,) = _figure(1, 8)
+    for i, (arm, curve) in enumerate(curves.items()):
+        color = _color(i, len(curves))
+        line = [k for k, m in enumerate(curve.median) if m is not None]
+        ax.plot([curve.budgets[k] for k in line], [curve.median[k] for k in line], color=color,
+                marker=MARKERS[i % len(MARKERS)], markersize=3, linewidth=1.3,
+                label=f"{arm} ({curve.studies} stud{'ies' if curve.studies != 1 else 'y'})")
+        band = [k for k in range(len(curve.budgets)) if curve.low[k] is not None and curve.high[k] is not None]
+        if curve.studies > 1 and band:
+            ax.fill_between([curve.budgets[k] for k in band], [curve.low[k] for k in band],
+                            [curve.high[k] for k in band], color=color, alpha=0.18, linewidth=0)
+    studies = {c.studies for c in curves.values()}
+    over = f"{studies.pop()} tuning studies" if len(studies) == 1 else "each arm's tuning studies"
+    ax.set(xlabel="tuning trials n", ylabel="best validation loss after n trials",
+           title=title or f"Budget curves: median over {over} (shaded: min-max over studies)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return figure_bytes(fig)

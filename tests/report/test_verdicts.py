@@ -180,3 +180,19 @@ def test_claims_across_workloads():
     assert early.statuses == {"plain": ClaimStatus.SUPPORTED, "slow": ClaimStatus.CONTRADICTED}
     assert (early.count(ClaimStatus.SUPPORTED), early.count(ClaimStatus.CONTRADICTED)) == (1, 1)
     assert end.count(ClaimStatus.SUPPORTED) == 2
+
+
+def test_win_tie_loss_and_profile_sentences():
+    from hessian_lr.report.profiles import performance_profiles
+    from hessian_lr.report.verdicts import profile_standings
+
+    plain, _ = make_results(arms=("adam", "hessian-adam", "sgd"), ablation=False)
+    counts = win_tie_loss({"plain": summarize(plain)}).counts
+    assert counts["hessian-adam"].text == ("0 wins, 0 ties, 1 loss, 0 untestable over 1 workload "
+                                           "(after Holm's correction: 0 wins, 1 loss)")
+    profiles = performance_profiles({"w1": {"a": [10], "b": [5]}, "w2": {"a": [5], "b": [5]},
+                                     "w3": {"a": [None], "b": [None]}})
+    standings = profile_standings(profiles)
+    assert [s.arm for s in standings] == ["b", "a"]  # b: ratios 1, 1, inf; a: 2, 1, inf
+    assert standings[0].text == "b: score 0.667, fastest on 2 of 3 workload(s), reached the target on 2"
+    assert (standings[1].fastest_on, standings[1].reached_on, standings[1].score) == (1, 2, pytest.approx(5 / 9))

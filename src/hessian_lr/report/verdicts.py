@@ -14,7 +14,8 @@ Per workload: ``workload_verdicts(results)`` judges one summarized ``Results`` (
 
 Across workloads (the suite report): ``win_tie_loss(results_by_workload)`` counts, per arm, the
 workloads where its paired 95% CI against the baseline lies below / contains / lies above zero, and
-``claims_across_workloads(verdicts_by_workload)`` tallies each claim's status over the workloads.
+``claims_across_workloads(verdicts_by_workload)`` tallies each claim's status over the workloads,
+and ``profile_standings(profiles)`` ranks the arms by their performance-profile score.
 
 The rule throughout: a difference is real when the two-sided 95% t interval of the paired (same
 seed) difference excludes 0; a claim against the baseline must also survive Holm's correction over
@@ -25,19 +26,22 @@ Texts carry the report's inline markup: ``**bold**`` and ```code```.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from typing import Any
 
 from hessian_lr.report.formatting import fmt_ci, fmt_p, fmt_p_inline, fmt_signed
+from hessian_lr.report.profiles import PerformanceProfiles
 from hessian_lr.report.summary import baseline_arm, early_epoch, seed_runs
 from hessian_lr.results import Results
 
 __all__ = ["ALPHA", "ORIGINAL_BEST_LR", "ORIGINAL_CLAIM", "Outcome", "ClaimStatus", "Comparison", "Claim",
            "Reproduction", "Finding", "ArmConclusion", "Conclusion", "WorkloadVerdicts", "WinTieLossCell",
-           "WinTieLossCount", "WinTieLoss", "ClaimAcrossWorkloads", "direction", "difference_text",
-           "judge_claim", "workload_verdicts", "final_comparisons", "win_tie_loss", "claims_across_workloads"]
+           "WinTieLossCount", "WinTieLoss", "ClaimAcrossWorkloads", "ProfileStanding", "direction", "difference_text",
+           "judge_claim", "workload_verdicts", "final_comparisons", "win_tie_loss", "claims_across_workloads",
+           "profile_standings"]
 
 ALPHA = 0.05
 # The original write-up's tuned learning rates, shown beside ours (never used to set anything).
@@ -115,6 +119,7 @@ class Comparison:
 
     @property
     def higher_is_better(self) -> bool:
+        """True for accuracy: there a positive difference is the arm's good side."""
         return HIGHER_IS_BETTER.get(self.metric, False)
 
     @property
@@ -219,6 +224,7 @@ class Claim:
 
     @property
     def verdict_text(self) -> str:
+        """The status in words (``supported``, ``not supported (within seed noise)``, ...)."""
         if self.status is ClaimStatus.SINGLE_SEED_SIGN:
             return ("matches in sign (single seed: not a statistical claim)" if self.sign_matches else
                     "does not match in sign (single seed)")
@@ -300,6 +306,8 @@ class Finding:
 
 @dataclass(frozen=True)
 class ArmConclusion:
+    """The conclusion's paragraph on one arm: its findings against the baseline, in order."""
+
     arm: str
     baseline: str
     findings: tuple[Finding, ...]
@@ -319,10 +327,12 @@ class Conclusion:
 
     @property
     def supported(self) -> list[str]:
+        """Every statistically supported claim of the findings, in order."""
         return [f.supported for a in self.arms for f in a.findings if f.supported]
 
     @property
     def not_supported(self) -> list[str]:
+        """Everything the findings list as not supported by these data, in order."""
         return [f.not_supported for a in self.arms for f in a.findings if f.not_supported]
 
 
@@ -538,9 +548,22 @@ class WinTieLossCount:
     wins_after_holm: int
     losses_after_holm: int
 
+    @property
+    def text(self) -> str:
+        """``arm against baseline over 3 workloads: 1 win, 1 tie, 0 losses, 1 untestable (...)``."""
+        def n(count: int, word: str, plural: str) -> str:
+            return f"{count} {word if count == 1 else plural}"
+
+        return (f"{n(self.wins, 'win', 'wins')}, {n(self.ties, 'tie', 'ties')}, "
+                f"{n(self.losses, 'loss', 'losses')}, {self.untestable} untestable over "
+                f"{n(self.workloads, 'workload', 'workloads')} (after Holm's correction: "
+                f"{n(self.wins_after_holm, 'win', 'wins')}, {n(self.losses_after_holm, 'loss', 'losses')})")
+
 
 @dataclass(frozen=True)
 class WinTieLoss:
+    """``win_tie_loss``'s result: one cell per (workload, arm), totals per arm against ``baseline``."""
+
     baseline: str
     metric: str
     workloads: tuple[str, ...]
@@ -549,6 +572,7 @@ class WinTieLoss:
     counts: dict[str, WinTieLossCount]
 
     def cell(self, workload: str, arm: str) -> WinTieLossCell | None:
+        """The arm's cell on that workload; None when the arm was not compared there."""
         return next((c for c in self.cells if c.workload == workload and c.arm == arm), None)
 
 
@@ -557,10 +581,10 @@ def win_tie_loss(results_by_workload: Mapping[str, Results], metric: str = "val_
 
     On each workload, an arm wins when the paired 95% CI of ``arm − baseline`` in the final
     ``metric`` lies entirely on its good side of 0 (below for a loss), loses when it lies entirely
-    on the other side, ties when it contains 0, and is untestable without a CI (one seed). This is
-    the pairwise win/loss count used alongside performance profiles in optimizer benchmarks
-    (Dolan & Moré 2002; Dahl et al. 2023, arXiv:2306.07179), with the paired-seed test in place of
-    a single run. The rows are those ``summary.summarize`` computed (``extra["pairwise"]``).
+    on the other side, ties when it contains 0, and is untestable without a CI (one seed). It sits
+    beside the performance profiles (``profiles.py``; Dahl et al. 2023, arXiv:2306.07179): the
+    profile ranks the time to target, this counts the final-loss differences outside seed noise.
+    The rows are those ``summary.summarize`` computed (``extra["pairwise"]``), Holm p included.
 
     Args:
         results_by_workload: workload name → that workload's summarized results.
@@ -605,6 +629,7 @@ class ClaimAcrossWorkloads:
     statuses: dict[str, ClaimStatus]  # workload → status
 
     def count(self, status: ClaimStatus) -> int:
+        """On how many workloads the claim has ``status``."""
         return sum(s is status for s in self.statuses.values())
 
 
@@ -624,3 +649,36 @@ def claims_across_workloads(verdicts_by_workload: Mapping[str, WorkloadVerdicts]
             statements.setdefault(claim.id, claim.statement)
             statuses.setdefault(claim.id, {})[name] = claim.status
     return [ClaimAcrossWorkloads(id=i, statement=statements[i], statuses=statuses[i]) for i in statements]
+
+
+@dataclass(frozen=True)
+class ProfileStanding:
+    """One arm's place in the performance profiles: its score, on how many workloads it was the
+    fastest (ratio 1, ties included) and on how many it reached the target at all."""
+
+    arm: str
+    score: float
+    fastest_on: int
+    reached_on: int
+    workloads: int
+
+    @property
+    def text(self) -> str:
+        return (f"{self.arm}: score {self.score:.3f}, fastest on {self.fastest_on} of {self.workloads} workload(s), "
+                f"reached the target on {self.reached_on}")
+
+
+def profile_standings(profiles: PerformanceProfiles) -> list[ProfileStanding]:
+    """The arms ranked by their performance-profile score (highest first; ties keep the arms' order).
+
+    Args:
+        profiles: ``profiles.performance_profiles``'s result.
+
+    Returns:
+        One ``ProfileStanding`` per arm.
+    """
+    standings = [ProfileStanding(arm=arm, score=profiles.scores[arm],
+                                 fastest_on=sum(r == 1.0 for r in profiles.ratios_of(arm)),
+                                 reached_on=sum(math.isfinite(r) for r in profiles.ratios_of(arm)),
+                                 workloads=len(profiles.workloads)) for arm in profiles.arms]
+    return sorted(standings, key=lambda s: -s.score)

@@ -18,18 +18,24 @@ def test_two_steps_by_hand(path, dtype):
     # beta = 0.5, eps = 7, SGD(lr=1), p0 = (10, -10), g1 = (3, -3), g2 = (6, -6):
     # step 1: d = 3,  h = 0.5*0 + 0.5*9 = 4.5,   hhat = 4.5/(1-0.5)   = 9,  g~ = 3/sqrt(9+7)  = 0.75
     # step 2: d = 3,  h = 0.5*4.5 + 0.5*9 = 6.75, hhat = 6.75/(1-0.25) = 9,  g~ = 6/sqrt(9+7)  = 1.5
-    # p: 10 -> 9.25 -> 7.75 (and mirrored), prev_grad = g2
+    # p: 10 -> 9.25 -> 7.75 (and mirrored), prev_grad = g2; p.grad stays the given gradient.
     p = torch.nn.Parameter(torch.tensor([10.0, -10.0], dtype=dtype))
-    opt = HessianLRAdaptation(torch.optim.SGD([p], lr=1.0), beta=0.5, eps=7.0, fused=path == "kernel")
+    base = torch.optim.SGD([p], lr=1.0)
+    opt = HessianLRAdaptation(base, beta=0.5, eps=7.0, fused=path == "kernel")
+    seen_by_base = []
+    base.register_step_pre_hook(lambda o, args, kwargs: seen_by_base.append(p.grad.tolist()))
     p.grad = torch.tensor([3.0, -3.0], dtype=dtype)
     opt.step()
-    assert p.grad.tolist() == [0.75, -0.75]
+    assert seen_by_base == [[0.75, -0.75]]
+    assert p.grad.tolist() == [3.0, -3.0]
     assert p.tolist() == [9.25, -9.25]
     assert opt.state[p]["h"].tolist() == [4.5, 4.5]
+    assert opt.state[p]["prev_grad"].tolist() == [3.0, -3.0]
     assert opt.state[p]["step"] == 1
     p.grad = torch.tensor([6.0, -6.0], dtype=dtype)
     opt.step()
-    assert p.grad.tolist() == [1.5, -1.5]
+    assert seen_by_base[-1] == [1.5, -1.5]
+    assert p.grad.tolist() == [6.0, -6.0]
     assert p.tolist() == [7.75, -7.75]
     assert opt.state[p]["h"].tolist() == [6.75, 6.75]
     assert opt.state[p]["prev_grad"].tolist() == [6.0, -6.0]
@@ -45,13 +51,13 @@ def _random_case(dtype, state_dtype, shape=(37, 11), seed=0):
     return grad, prev, h
 
 
-@pytest.mark.parametrize(
-    "dtype,state_dtype",
-    [(torch.float32, torch.float32), (torch.float64, torch.float64), (torch.bfloat16, torch.float32),
-     (torch.float16, torch.float32), (torch.float32, torch.float64)],
-)
-@pytest.mark.parametrize("layout", ["contiguous", "transposed", "channels_last"])
-def test_kernel_matches_reference(kernel_module, dtype, state_dtype, layout):
+DTYPE_PAIRS = [
+    (torch.float32, torch.float32), (torch.float64, torch.float64), (torch.bfloat16, torch.float32),
+    (torch.float16, torch.float32), (torch.float32, torch.float64),
+]
+
+
+def _layout_cases(dtype, state_dtype, layout):
     cases = []
     for seed in range(3):
         shape = (4, 3, 5, 6) if layout == "channels_last" else (37, 11)
@@ -61,34 +67,98 @@ def test_kernel_matches_reference(kernel_module, dtype, state_dtype, layout):
         if layout == "channels_last":
             grad, prev, h = (x.contiguous(memory_format=torch.channels_last) for x in (grad, prev, h))
         cases.append((grad, prev, h))
+    return cases
+
+
+@pytest.mark.parametrize("dtype,state_dtype", DTYPE_PAIRS)
+@pytest.mark.parametrize("layout", ["contiguous", "transposed", "channels_last"])
+@pytest.mark.parametrize("into_prev", [False, True], ids=["in-place", "into-prev"])
+def test_kernel_matches_reference(kernel_module, dtype, state_dtype, layout, into_prev):
+    if into_prev and dtype != state_dtype:
+        pytest.skip("the rescaled gradient goes into prev_grad only when the dtypes agree")
+    cases = _layout_cases(dtype, state_dtype, layout)
     ref = [tuple(x.clone() for x in c) for c in cases]
-    for (grad, prev, h), step in zip(ref, (1, 2, 7)):
-        F.single_tensor_grad_diff_(grad, prev, h, beta=0.9, eps=1e-6, step=step)
-    params = []
-    for grad, _, _ in cases:
-        p = torch.zeros_like(grad, requires_grad=True)
-        p.grad = grad
-        params.append(p)
-    scales = [1 / F.bias_correction(0.9, t) for t in (1, 2, 7)]
-    out = kernel_module.grad_diff_step(
-        params, [c[1] for c in cases], [c[2] for c in cases], [0, 1, 2], [0.9] * 3, [1e-6] * 3, scales, True
+    steps = (1, 2, 7)
+    for (grad, prev, h), step in zip(ref, steps):
+        F.single_tensor_grad_diff_(grad, prev, h, beta=0.9, eps=1e-6, step=step, into_prev=into_prev)
+    scales = [1 / F.bias_correction(0.9, t) for t in steps]
+    grads_before = [c[0].clone() for c in cases]
+    kernel_module.grad_diff_(
+        [c[0] for c in cases], [c[1] for c in cases], [c[2] for c in cases], [0, 1, 2],
+        [0.9] * 3, [1e-6] * 3, scales, [into_prev] * 3,
     )
-    assert out == (-1, 0, [])
-    for (grad, prev, h), (rg, rp, rh) in zip(cases, ref):
+    for (grad, prev, h), (rg, rp, rh), before in zip(cases, ref, grads_before):
         # Same operations in the same order: bit-identical to the reference.
         assert torch.equal(grad, rg) and torch.equal(prev, rp) and torch.equal(h, rh)
+        if into_prev:
+            assert torch.equal(grad, before)  # only read
+
+
+def test_into_prev_is_the_in_place_update_with_the_outputs_swapped():
+    grad, prev, h = _random_case(torch.float32, torch.float32)
+    a = (grad.clone(), prev.clone(), h.clone())
+    b = (grad.clone(), prev.clone(), h.clone())
+    F.single_tensor_grad_diff_(*a, beta=0.9, eps=1e-6, step=3)
+    F.single_tensor_grad_diff_(*b, beta=0.9, eps=1e-6, step=3, into_prev=True)
+    assert torch.equal(b[1], a[0])  # the rescaled gradient
+    assert torch.equal(b[0], grad) and torch.equal(a[1], grad)  # g_t: untouched / copied
+    assert torch.equal(a[2], b[2])
+
+
+def test_kernel_first_nonfinite(kernel_module):
+    grads = [torch.randn(5), torch.randn(3, 4).t(), torch.randn(6, dtype=torch.float64), torch.randn(4).half()]
+    assert kernel_module.first_nonfinite(grads) == -1
+    for index, value in ((3, float("inf")), (1, float("nan")), (2, -float("inf"))):
+        bad = [g.clone() for g in grads]
+        bad[index][(-1,) * bad[index].dim()] = value
+        assert kernel_module.first_nonfinite(bad) == index
+        assert F.first_nonfinite(bad) == index
+    assert F.first_nonfinite(grads) is None
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_foreach_matches_reference(dtype):
+@pytest.mark.parametrize("into_prev", [False, True], ids=["in-place", "into-prev"])
+def test_foreach_matches_reference(dtype, into_prev):
     cases = [_random_case(dtype, dtype, (n, 3), seed) for seed, n in enumerate((5, 17, 64))]
     ref = [tuple(x.clone() for x in c) for c in cases]
     for grad, prev, h in ref:
-        F.single_tensor_grad_diff_(grad, prev, h, beta=0.95, eps=1e-8, step=4)
-    F.foreach_grad_diff_([c[0] for c in cases], [c[1] for c in cases], [c[2] for c in cases], beta=0.95, eps=1e-8, step=4)
+        F.single_tensor_grad_diff_(grad, prev, h, beta=0.95, eps=1e-8, step=4, into_prev=into_prev)
+    F.foreach_grad_diff_([c[0] for c in cases], [c[1] for c in cases], [c[2] for c in cases],
+                         beta=0.95, eps=1e-8, step=4, into_prev=into_prev)
     for got, want in zip(cases, ref):
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_dispatcher_groups_tensors_by_implementation_and_hyperparameters():
+    """grad_diff_ with per-tensor rows, mixed dtypes and both outputs equals one reference call per tensor."""
+    specs = [(torch.float32, torch.float32, True), (torch.bfloat16, torch.float32, False),
+             (torch.float64, torch.float64, False), (torch.float32, torch.float32, True)]
+    cases = [_random_case(g, s, (9, 4), seed) for seed, (g, s, _) in enumerate(specs)]
+    into = [spec[2] for spec in specs]
+    betas, epss, steps = [0.9, 0.9, 0.5, 0.9], [1e-6, 1e-6, 1e-3, 1e-6], [3, 3, 1, 3]
+    for impls in (["foreach"] * 4, ["for-loop"] * 4, ["foreach", "for-loop", "foreach", "for-loop"]):
+        got = [tuple(x.clone() for x in c) for c in cases]
+        want = [tuple(x.clone() for x in c) for c in cases]
+        F.grad_diff_([c[0] for c in got], [c[1] for c in got], [c[2] for c in got], betas=betas, epss=epss,
+                     steps=steps, into_prev=into, implementations=[F.Implementation(i) for i in impls])
+        for (grad, prev, h), beta, eps, step, into_prev in zip(want, betas, epss, steps, into):
+            F.single_tensor_grad_diff_(grad, prev, h, beta=beta, eps=eps, step=step, into_prev=into_prev)
+        for a, b in zip(got, want):
+            assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_choose_implementation_is_the_documented_rule():
+    k = object()
+    choose = F.choose_implementation
+    assert choose("cpu", fused=None, foreach=None, kernel=k) is F.Implementation.KERNEL
+    assert choose("cpu", fused=True, foreach=None, kernel=k) is F.Implementation.KERNEL
+    assert choose("cuda", fused=None, foreach=None, kernel=k) is F.Implementation.FOREACH  # nothing compiles
+    assert choose("cuda", fused=True, foreach=None, kernel=k) is F.Implementation.COMPILED
+    assert choose("cpu", fused=True, foreach=None, kernel=None) is F.Implementation.COMPILED  # no kernel built
+    assert choose("cpu", fused=None, foreach=None, kernel=None) is F.Implementation.FOREACH
+    assert choose("cpu", fused=False, foreach=None, kernel=k) is F.Implementation.FOREACH
+    assert choose("cpu", fused=False, foreach=False, kernel=k) is F.Implementation.FOR_LOOP
 
 
 def test_prev_grad_is_a_copy(path):

@@ -52,13 +52,17 @@ def test_state_dict_layout_and_is_a_snapshot(path):
     model, opt, _ = _build(torch.float32, path)
     train(model, opt, 2)
     sd = opt.state_dict()
-    assert set(sd) == {"state", "param_groups", "base"}
+    assert set(sd) == {"state", "param_groups"}  # torch's layout: the base's state and ours per parameter
     assert sorted(sd["state"]) == list(range(6))
-    assert set(sd["state"][0]) == {"step", "prev_grad", "h"} and sd["state"][0]["step"] == 2
-    assert sd["param_groups"][0]["curvature_beta"] == 0.9
-    h0 = sd["state"][0]["h"].clone()
+    entry = sd["state"][0]
+    assert set(entry) == {"step", "exp_avg", "exp_avg_sq", "curvature"}  # Adam's, then ours
+    assert set(entry["curvature"]) == {"step", "prev_grad", "h"} and entry["curvature"]["step"] == 2
+    group = sd["param_groups"][0]
+    assert group["curvature_beta"] == 0.9 and group["params"] == list(range(6))
+    assert group["curvature_estimator"]["name"] == "grad-diff"
+    h0 = entry["curvature"]["h"].clone()
     train(model, opt, 1, start=2)
-    assert torch.equal(sd["state"][0]["h"], h0)  # a snapshot, not live references
+    assert torch.equal(sd["state"][0]["curvature"]["h"], h0)  # a snapshot, not live references
 
 
 @pytest.mark.parametrize("low", [torch.bfloat16, torch.float16])
@@ -96,6 +100,6 @@ def test_load_rejects_foreign_or_mismatched_state():
         opt.load_state_dict(opt.base_optimizer.state_dict())
     train(model, opt, 1)
     sd = opt.state_dict()
-    sd["state"][0]["h"] = torch.zeros(3)
+    sd["state"][0]["curvature"]["h"] = torch.zeros(3)
     with pytest.raises(ValueError, match="shape"):
         opt.load_state_dict(sd)

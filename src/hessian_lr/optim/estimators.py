@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -29,6 +29,14 @@ __all__ = [
     "ESTIMATORS",
     "get_estimator",
 ]
+
+
+def _with_shared_doc(own: str, shared: type) -> str | None:
+    """``own`` followed by ``shared``'s docstring minus its first line (the shared plumbing's
+    description), or None under ``python -OO``, which strips the docstrings this is built from."""
+    if shared.__doc__ is None:
+        return None
+    return own + shared.__doc__.split("\n", 1)[1]
 
 
 class CurvatureEstimator(abc.ABC):
@@ -90,6 +98,24 @@ class CurvatureEstimator(abc.ABC):
         ``betas[i]`` is the EMA factor of ``params[i]``'s group.
         """
         loss.backward()
+
+    def spec(self) -> dict[str, Any]:
+        """What a checkpoint records to recognise this estimator: ``{"name", "options"}``, the
+        options being the public bool/int/float/str attributes (the constructor's arguments).
+        ``HessianLRAdaptation.load_state_dict`` refuses a state dict whose record differs."""
+        options = {
+            key: value
+            for key, value in sorted(vars(self).items())
+            if not key.startswith("_") and isinstance(value, (bool, int, float, str))
+        }
+        return {"name": self.name, "options": options}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The estimator's own state beyond the per-parameter tensors (none for most estimators)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -305,7 +331,7 @@ class _SecantBase(CurvatureEstimator):
 
 
 class Secant(_SecantBase):
-    __doc__ = (
+    __doc__ = _with_shared_doc(
         r"""Diagonal quasi-Newton: a masked running average of the elementwise secant ratio ``|y/s|``.
 
     .. math::
@@ -317,8 +343,8 @@ class Secant(_SecantBase):
     actually observed, so a constant ratio is recovered exactly (on a noiseless diagonal
     quadratic ``y = H s`` and ``c = |H_ii|``). The absolute value rectifies negative curvature
     (Apollo does the same). With minibatch noise ``y/s`` is heavy-tailed where ``s`` is small.
-    """
-        + _SecantBase.__doc__.split("\n", 1)[1]
+    """,
+        _SecantBase,
     )
 
     name = "secant"
@@ -336,7 +362,7 @@ class Secant(_SecantBase):
 
 
 class SecantRMS(_SecantBase):
-    __doc__ = (
+    __doc__ = _with_shared_doc(
         r"""Diagonal quasi-Newton from a ratio of running averages: ``c = sqrt(avg y² / avg s²)``.
 
     .. math::
@@ -347,8 +373,8 @@ class SecantRMS(_SecantBase):
     Bias corrections cancel in the ratio. On a noiseless diagonal quadratic ``c = |H_ii|``
     exactly; with noise, large steps dominate both averages, which tames the heavy tail of the
     per-step ratio (``secant``).
-    """
-        + _SecantBase.__doc__.split("\n", 1)[1]
+    """,
+        _SecantBase,
     )
 
     name = "secant-rms"
@@ -362,6 +388,13 @@ class SecantRMS(_SecantBase):
         ssq = state["ssq"]
         has = ssq > 0
         return state["ysq"].div(torch.where(has, ssq, torch.ones_like(ssq))).sqrt_(), has
+
+
+def _byte_tensor(state: bytes | Tensor) -> Tensor:
+    """A generator state as ``Generator.set_state`` takes it: a CPU uint8 tensor."""
+    if isinstance(state, Tensor):
+        return state.to(device="cpu", dtype=torch.uint8)
+    return torch.tensor(list(state), dtype=torch.uint8)
 
 
 class _SampledCurvature(CurvatureEstimator):
@@ -381,9 +414,11 @@ class _SampledCurvature(CurvatureEstimator):
 
     i.e. diagonal Newton with the curvature rectified and floored (effective floor
     ``max(c_min, sqrt(eps))``, 1e-4 with the default ``eps``). ``step()`` raises if no
-    sample was ever taken (plain ``loss.backward()`` cannot provide one). Samples use torch's
-    global RNG unless a ``generator`` is given (a checkpoint restores the estimator state, not
-    the RNG). With ``spatial_average`` a sample of a tensor with ≥ 3 dims (conv kernels
+    sample was ever taken (plain ``loss.backward()`` cannot provide one). Samples are drawn from
+    the ``generator`` given, else from the estimator's own generator per device, seeded from torch's
+    global RNG when the estimator is built (so ``torch.manual_seed`` makes runs repeatable); either
+    way its state is part of the optimizer's state dict, so a resumed run draws the same samples
+    as an uninterrupted one. With ``spatial_average`` a sample of a tensor with ≥ 3 dims (conv kernels
     ``(out, in, *kernel)``) is averaged over the kernel dims, as in AdaHessian.
     """
 
@@ -407,6 +442,42 @@ class _SampledCurvature(CurvatureEstimator):
         self.min_curvature = float(min_curvature)
         self.spatial_average = bool(spatial_average)
         self.generator = generator
+        # A private stream when none is given, seeded from the global RNG as DataLoader seeds its
+        # workers; one generator per device type, since sampling happens on the parameters' device.
+        self._seed = int(torch.empty((), dtype=torch.int64).random_().item()) if generator is None else None
+        self._generators: dict[str, torch.Generator] = {}
+
+    def generator_for(self, device: torch.device) -> torch.Generator:
+        """The generator samples on ``device`` are drawn from."""
+        if self.generator is not None:
+            return self.generator
+        key = str(torch.device(device))
+        generator = self._generators.get(key)
+        if generator is None:
+            generator = self._generators[key] = torch.Generator(device=key).manual_seed(self._seed)
+        return generator
+
+    def state_dict(self) -> dict[str, Any]:
+        """The seed and the generator states (as bytes: plain data for ``weights_only`` loading
+        and distributed checkpoints)."""
+        generators = {"given": self.generator} if self.generator is not None else self._generators
+        return {
+            "seed": self._seed,
+            "generator_states": {key: bytes(g.get_state().tolist()) for key, g in generators.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: D102
+        states = state.get("generator_states", {})
+        if self.generator is not None:
+            if "given" in states:
+                self.generator.set_state(_byte_tensor(states["given"]))
+            return
+        if state.get("seed") is not None:
+            self._seed = int(state["seed"])
+        self._generators = {}
+        for key, value in states.items():
+            if key != "given":
+                self.generator_for(torch.device(key)).set_state(_byte_tensor(value))
 
     def init(self, param: Tensor, state_dtype: torch.dtype) -> dict[str, Tensor]:
         return {
@@ -469,7 +540,7 @@ class _SampledCurvature(CurvatureEstimator):
 
 
 class Hutchinson(_SampledCurvature):
-    __doc__ = (
+    __doc__ = _with_shared_doc(
         r"""Hutchinson's diagonal estimate ``z ⊙ (H z)`` with Rademacher ``z`` (AdaHessian, Sophia-H).
 
     :math:`E[z \odot Hz] = \mathrm{diag}(H)`, with per-probe variance :math:`\sum_{j \ne i} H_{ij}^2`
@@ -478,8 +549,8 @@ class Hutchinson(_SampledCurvature):
     (:func:`hessian_lr.optim.hvp.hutchinson_sample`). Cost per update: the backward runs with
     ``create_graph=True`` plus one double-backward per probe (≈ 2–3× a plain backward for one
     probe), graph released inside the helper; one model-sized tensor (``h``) per parameter.
-    """
-        + _SampledCurvature.__doc__.split("\n", 1)[1]
+    """,
+        _SampledCurvature,
     )
 
     name = "hutchinson"
@@ -491,13 +562,14 @@ class Hutchinson(_SampledCurvature):
         self.n_samples = n_samples
 
     def sample(self, loss, params, *, logits=None):  # noqa: D102
-        grads, samples = hutchinson_sample(loss, params, n_samples=self.n_samples, generator=self.generator)
+        generator = self.generator_for(params[0].device)
+        grads, samples = hutchinson_sample(loss, params, n_samples=self.n_samples, generator=generator)
         accumulate_grads_(params, grads)
         return samples
 
 
 class GaussNewtonBartlett(_SampledCurvature):
-    __doc__ = (
+    __doc__ = _with_shared_doc(
         r"""Gauss–Newton–Bartlett (Sophia-G): ``B · ĝ ⊙ ĝ``, ``ĝ`` the gradient for labels sampled
     from the model's own softmax.
 
@@ -509,8 +581,8 @@ class GaussNewtonBartlett(_SampledCurvature):
     ``logits`` (``optimizer.backward(loss, logits=logits)``) and assumes ``loss`` is the mean
     cross-entropy over the batch's rows. Cost per update: one extra backward through the same
     graph (the first is run with ``retain_graph=True``); one model-sized tensor per parameter.
-    """
-        + _SampledCurvature.__doc__.split("\n", 1)[1]
+    """,
+        _SampledCurvature,
     )
 
     name = "gauss-newton"
@@ -519,7 +591,8 @@ class GaussNewtonBartlett(_SampledCurvature):
     def sample(self, loss, params, *, logits=None):  # noqa: D102
         if logits is None:
             raise ValueError("the 'gauss-newton' estimator needs the logits: optimizer.backward(loss, logits=logits)")
-        samples = gauss_newton_bartlett_sample(logits, params, generator=self.generator, retain_graph=True)
+        generator = self.generator_for(logits.device)
+        samples = gauss_newton_bartlett_sample(logits, params, generator=generator, retain_graph=True)
         loss.backward()
         return samples
 

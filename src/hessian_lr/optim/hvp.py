@@ -12,6 +12,10 @@ Two samplers, each a plain function of a loss (or logits) and a list of paramete
 
 :func:`accumulate_grads_` stores gradients into ``p.grad`` the way ``loss.backward()`` would
 (add when a gradient is already there). No Optuna, no matplotlib: torch only.
+
+Complex parameters are treated as their real views (``torch.view_as_real``), as torch's optimizers
+do: probes are drawn for the real coordinates and samples come back real, shaped ``(*shape, 2)`` --
+exactly what the same model written with real parameters of that shape gives.
 """
 
 from __future__ import annotations
@@ -26,10 +30,17 @@ from torch import Tensor
 __all__ = ["rademacher_like", "hutchinson_sample", "gauss_newton_bartlett_sample", "accumulate_grads_"]
 
 
+def _real(t: Tensor) -> Tensor:
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
 def rademacher_like(t: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """A tensor of independent ±1 entries with ``t``'s shape, dtype and device."""
-    bits = torch.randint(0, 2, t.shape, generator=generator, device=t.device, dtype=torch.int8)
-    return bits.to(t.dtype).mul_(2).sub_(1)
+    """A tensor of independent ±1 entries with ``t``'s shape, dtype and device (for a complex
+    ``t``: ±1 in each real coordinate, the draws a real tensor of its real view's shape gets)."""
+    real = _real(t)
+    bits = torch.randint(0, 2, real.shape, generator=generator, device=t.device, dtype=torch.int8)
+    probe = bits.to(real.dtype).mul_(2).sub_(1)
+    return torch.view_as_complex(probe) if t.is_complex() else probe
 
 
 def hutchinson_sample(
@@ -57,7 +68,7 @@ def hutchinson_sample(
     with torch.enable_grad():
         grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
         curved = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
-        sums: list[Tensor | None] = [torch.zeros_like(g) if g is not None else None for g in grads]
+        sums: list[Tensor | None] = [torch.zeros_like(_real(g)) if g is not None else None for g in grads]
         for k in range(n_samples):
             if not curved:
                 break
@@ -71,7 +82,7 @@ def hutchinson_sample(
             )
             for i, z, hz in zip(curved, zs, hzs):
                 if hz is not None:
-                    sums[i].addcmul_(z, hz.detach())  # type: ignore[union-attr]
+                    sums[i].addcmul_(_real(z), _real(hz.detach()))  # type: ignore[union-attr]
     detached = [g.detach() if g is not None else None for g in grads]
     del grads  # the last reference to the double-backward graph
     samples = [s.div_(n_samples) if s is not None else None for s in sums]
@@ -100,13 +111,13 @@ def gauss_newton_bartlett_sample(
     with torch.no_grad():
         probs = torch.softmax(flat.detach().float(), dim=-1)
         if not bool(probs.isfinite().all()):  # diverged: no labels to sample; NaN marks the sample bad
-            return [torch.full_like(p, math.nan) for p in params]
+            return [torch.full_like(_real(p), math.nan) for p in params]
         sampled = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     with torch.enable_grad():
         sampled_loss = nnf.cross_entropy(flat, sampled)
         ghat = torch.autograd.grad(sampled_loss, list(params), retain_graph=retain_graph, allow_unused=True)
     batch = flat.shape[0]
-    return [g.detach().square().mul_(batch) if g is not None else None for g in ghat]
+    return [_real(g.detach()).square().mul_(batch) if g is not None else None for g in ghat]
 
 
 def accumulate_grads_(params: Sequence[Tensor], grads: Sequence[Tensor | None]) -> None:

@@ -1,15 +1,24 @@
 """An optional compiled (C++) kernel for the grad-diff pre-conditioning step.
 
-One call does the whole step for a list of parameters: it reads each ``p.grad`` itself (skipping
-parameters without one), optionally checks every gradient for inf/NaN *before* touching any
-state, then makes one pass over memory per tensor that reads ``g, g_prev, h`` and writes
-``g, g_prev, h`` -- the memory-traffic minimum -- with ``at::parallel_for`` over elements.
+Three entry points, all on CPU tensors:
+
+* ``first_nonfinite(grads)`` -- the index of the first gradient holding inf/NaN (or -1): an
+  integer OR over exponent bits, one read of each gradient, so the wrapper can refuse a step
+  *before* any state is touched;
+* ``grad_diff_(grads, prevs, hs, rows, betas, epss, scales, into_prev)`` -- the update of every
+  parameter in one call: one pass over memory per tensor that reads ``g, g_prev, h`` and writes
+  ``h`` and either ``g_prev`` (``into_prev``: the rescaled gradient goes into ``g_prev``'s buffer and
+  ``g`` is only read -- the wrapper's step, which never writes ``p.grad``) or ``g`` and ``g_prev``
+  (in place, as :func:`hessian_lr.optim.functional.single_tensor_grad_diff_`), with
+  ``at::parallel_for`` over elements;
+* ``grad_diff_tensor_(g, g_prev, h, beta, eps, scale)`` -- the in-place update of one triple given
+  directly (batched training's flat ``[K, P]`` state).
+
 The arithmetic is the same sequence of roundings as
-:func:`hessian_lr.optim.functional.single_tensor_grad_diff_` (contraction into FMA is disabled),
-and tensors the fast loop does not cover (non-dense layouts, unusual dtype pairs, non-CPU
-devices) go through the same ATen ops as that reference. ``grad_diff_tensor_(g, g_prev, h, beta,
-eps, scale)`` is the same update for one triple of tensors given directly (batched training's
-flat ``[K, P]`` state).
+:func:`hessian_lr.optim.functional.single_tensor_grad_diff_` (contraction into FMA is disabled), and
+triples the fast loop does not cover (non-dense or mismatched layouts, unusual dtype pairs) go
+through the same ATen ops as that reference. Tensors on other devices never reach this module: the
+wrapper's dispatcher (:mod:`hessian_lr.optim.functional`) sends them to the ``torch.compile`` path.
 
 The extension is compiled with ``torch.utils.cpp_extension.load_inline`` the first time it is
 *asked for* (about a minute on a 2-core machine; needs a C++ compiler and ninja) and cached on
@@ -17,7 +26,8 @@ disk under torch's extension directory, keyed by a hash of the source, so later 
 in well under a second. Nothing compiles unless a caller passes ``fused=True`` to
 :class:`~hessian_lr.optim.HessianLRAdaptation` or calls :func:`load` / :func:`build` (``python -m
 hessian_lr.optim.kernel`` builds it ahead of time). With ``fused=None`` (the default) the wrapper
-uses the kernel only when it is already built. Set ``HESSIAN_LR_NO_KERNEL=1`` to never use it.
+uses the kernel only when it is already built. Set ``HESSIAN_LR_NO_KERNEL=1`` to never use it (read
+whenever a wrapper is built).
 """
 
 from __future__ import annotations
@@ -41,8 +51,7 @@ _CPP = r"""
 #include <c10/util/BFloat16.h>
 #include <cmath>
 #include <cstdint>
-#include <cstring>
-#include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -70,8 +79,11 @@ bool all_finite(const T* data, int64_t n) {
       [](bool a, bool c) { return a && c; });
 }
 
-// g <- g / sqrt(hhat + eps), with h and g_prev updated; S is the state's dtype.
-template <typename G, typename S>
+// One grad-diff update per element; S is the state's dtype, G the gradient's.
+//   in place  (kIntoPrev = false): g <- g / sqrt(hhat + eps), prev <- g, h updated;
+//   into prev (kIntoPrev = true, G == S): prev <- g / sqrt(hhat + eps), g untouched, h updated.
+// The rounding sequence is the reference's (ATen's vectorized mul_ + addcmul_, then rsqrt, mul).
+template <typename G, typename S, bool kIntoPrev>
 void update(G* __restrict__ g, S* __restrict__ prev, S* __restrict__ h, int64_t n, double beta_d,
             double eps_d, double scale_d) {
   const S beta = static_cast<S>(beta_d);
@@ -81,20 +93,29 @@ void update(G* __restrict__ g, S* __restrict__ prev, S* __restrict__ h, int64_t 
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       const S gi = static_cast<S>(g[i]);
-      const S nd = prev[i] - gi;                 // -d_t
-      const S hn = std::fma(omb * nd, nd, h[i] * beta);  // as ATen's vectorized mul_ + addcmul_
+      const S nd = prev[i] - gi;                          // -d_t
+      const S hn = std::fma(omb * nd, nd, h[i] * beta);   // as ATen's vectorized mul_ + addcmul_
       h[i] = hn;
-      prev[i] = gi;
-      const S r = S(1) / std::sqrt(hn * scale + eps);
-      g[i] = static_cast<G>(r * gi);
+      const S rescaled = (S(1) / std::sqrt(hn * scale + eps)) * gi;
+      if constexpr (kIntoPrev) {
+        prev[i] = rescaled;
+      } else {
+        prev[i] = gi;
+        g[i] = static_cast<G>(rescaled);
+      }
     }
   });
 }
 
-// The reference's ATen ops, for anything the loop above does not cover.
-void reference(at::Tensor g, at::Tensor prev, at::Tensor h, double beta, double eps, double scale) {
+// The reference's ATen ops, for the layouts the loop above does not cover.
+void reference(at::Tensor g, at::Tensor prev, at::Tensor h, double beta, double eps, double scale, bool into_prev) {
   prev.sub_(g);
   h.mul_(beta).addcmul_(prev, prev, 1.0 - beta);
+  if (into_prev) {
+    at::mul_out(prev, h, scale);
+    prev.add_(eps).rsqrt_().mul_(g);
+    return;
+  }
   prev.copy_(g);
   if (g.scalar_type() == h.scalar_type()) {
     at::mul_out(g, h, scale);
@@ -108,40 +129,50 @@ bool dense_alike(const at::Tensor& a, const at::Tensor& b) {
   return a.is_non_overlapping_and_dense() && a.sizes() == b.sizes() && a.strides() == b.strides();
 }
 
-template <typename G, typename S>
-bool try_fast(const at::Tensor& g, const at::Tensor& prev, const at::Tensor& h, double beta,
-              double eps, double scale) {
-  if (g.scalar_type() != c10::CppTypeToScalarType<G>::value) return false;
-  if (h.scalar_type() != c10::CppTypeToScalarType<S>::value) return false;
-  update<G, S>(g.data_ptr<G>(), prev.data_ptr<S>(), h.data_ptr<S>(), g.numel(), beta, eps, scale);
-  return true;
-}
-
-// Whether the one-pass loop covers this triple (dense CPU tensors of one layout).
+// Whether the one-pass loop covers this triple: dense CPU tensors of one layout.
 bool is_fast(const at::Tensor& g, const at::Tensor& prev, const at::Tensor& h) {
   return g.device().is_cpu() && prev.device().is_cpu() && h.device().is_cpu() && dense_alike(g, prev) &&
          dense_alike(g, h) && prev.scalar_type() == h.scalar_type();
 }
 
+template <typename G, typename S>
+bool try_fast(const at::Tensor& g, const at::Tensor& prev, const at::Tensor& h, double beta, double eps,
+              double scale, bool into_prev) {
+  if (g.scalar_type() != c10::CppTypeToScalarType<G>::value) return false;
+  if (h.scalar_type() != c10::CppTypeToScalarType<S>::value) return false;
+  if constexpr (std::is_same_v<G, S>) {
+    if (into_prev) {
+      update<G, S, true>(g.data_ptr<G>(), prev.data_ptr<S>(), h.data_ptr<S>(), g.numel(), beta, eps, scale);
+      return true;
+    }
+  } else {
+    TORCH_CHECK(!into_prev, "grad_diff: the rescaled gradient goes into prev_grad only when their dtypes agree");
+  }
+  update<G, S, false>(g.data_ptr<G>(), prev.data_ptr<S>(), h.data_ptr<S>(), g.numel(), beta, eps, scale);
+  return true;
+}
+
 // One triple's update: the one-pass loop where it applies, else the reference's ATen ops.
-void apply(const at::Tensor& g, const at::Tensor& prev, const at::Tensor& h, bool fast, double beta, double eps,
-           double scale) {
-  const bool done = fast && (try_fast<float, float>(g, prev, h, beta, eps, scale) ||
-                             try_fast<double, double>(g, prev, h, beta, eps, scale) ||
-                             try_fast<c10::Half, float>(g, prev, h, beta, eps, scale) ||
-                             try_fast<c10::BFloat16, float>(g, prev, h, beta, eps, scale) ||
-                             try_fast<float, double>(g, prev, h, beta, eps, scale));
-  if (done) {
-    g.unsafeGetTensorImpl()->bump_version();
+void apply(const at::Tensor& g, const at::Tensor& prev, const at::Tensor& h, double beta, double eps,
+           double scale, bool into_prev) {
+  TORCH_CHECK(g.sizes() == prev.sizes() && g.sizes() == h.sizes(), "grad_diff: gradient and state shapes differ");
+  const bool done = is_fast(g, prev, h) &&
+                    (try_fast<float, float>(g, prev, h, beta, eps, scale, into_prev) ||
+                     try_fast<double, double>(g, prev, h, beta, eps, scale, into_prev) ||
+                     try_fast<c10::Half, float>(g, prev, h, beta, eps, scale, into_prev) ||
+                     try_fast<c10::BFloat16, float>(g, prev, h, beta, eps, scale, into_prev) ||
+                     try_fast<float, double>(g, prev, h, beta, eps, scale, into_prev));
+  if (done) {  // raw pointer writes: tell autograd's version counters
+    if (!into_prev) g.unsafeGetTensorImpl()->bump_version();
     prev.unsafeGetTensorImpl()->bump_version();
     h.unsafeGetTensorImpl()->bump_version();
   } else {
-    reference(g, prev, h, beta, eps, scale);
+    reference(g, prev, h, beta, eps, scale, into_prev);
   }
 }
 
-bool finite(const at::Tensor& g, bool fast) {
-  if (fast) {
+bool finite(const at::Tensor& g) {
+  if (g.device().is_cpu() && g.is_non_overlapping_and_dense()) {
     switch (g.scalar_type()) {
       case at::kFloat: return all_finite(g.data_ptr<float>(), g.numel());
       case at::kDouble: return all_finite(g.data_ptr<double>(), g.numel());
@@ -155,48 +186,36 @@ bool finite(const at::Tensor& g, bool fast) {
 
 }  // namespace
 
-// One call for every parameter of every group. Tensor i uses hyperparameter row rows[i]:
-// betas/epss/scales[rows[i]] (scale = 1 / (1 - beta^t), the bias correction of its step t).
-// Returns (index, kind, skipped): kind 0 = done; 1 = params[index] has a non-finite gradient and
-// nothing was changed; 2 = params[index] has a sparse gradient and nothing was changed.
-// `skipped` lists the indices without a gradient (or not requiring one), left untouched.
-std::tuple<int64_t, int64_t, std::vector<int64_t>> grad_diff_step(
-    const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& prevs,
-    const std::vector<at::Tensor>& hs, const std::vector<int64_t>& rows, const std::vector<double>& betas,
-    const std::vector<double>& epss, const std::vector<double>& scales, bool check_finite) {
-  const size_t n = params.size();
-  TORCH_CHECK(prevs.size() == n && hs.size() == n && rows.size() == n, "grad_diff_step: list lengths differ");
-  TORCH_CHECK(betas.size() == epss.size() && betas.size() == scales.size(), "grad_diff_step: row lengths differ");
-  std::vector<at::Tensor> grads(n);
-  std::vector<char> fast(n, 0);
-  std::vector<int64_t> skipped;
-  for (size_t i = 0; i < n; ++i) {
-    const at::Tensor& p = params[i];
-    at::Tensor g = p.grad();
-    if (!g.defined() || !p.requires_grad()) { skipped.push_back(static_cast<int64_t>(i)); continue; }
-    if (g.is_sparse()) return {static_cast<int64_t>(i), 2, {}};
-    TORCH_CHECK(rows[i] >= 0 && static_cast<size_t>(rows[i]) < betas.size(), "grad_diff_step: bad row");
-    TORCH_CHECK(g.sizes() == prevs[i].sizes() && g.sizes() == hs[i].sizes(),
-                "grad_diff_step: gradient and state shapes differ for parameter ", i);
-    fast[i] = is_fast(g, prevs[i], hs[i]);
-    grads[i] = std::move(g);
+// The index of the first gradient holding inf/NaN, or -1 when all are finite.
+int64_t first_nonfinite(const std::vector<at::Tensor>& grads) {
+  for (size_t i = 0; i < grads.size(); ++i) {
+    if (!finite(grads[i])) return static_cast<int64_t>(i);
   }
-  if (check_finite) {
-    for (size_t i = 0; i < n; ++i) {
-      if (grads[i].defined() && !finite(grads[i], fast[i])) return {static_cast<int64_t>(i), 1, {}};
-    }
-  }
-  for (size_t i = 0; i < n; ++i) {
-    if (grads[i].defined()) apply(grads[i], prevs[i], hs[i], fast[i], betas[rows[i]], epss[rows[i]], scales[rows[i]]);
-  }
-  return {-1, 0, skipped};
+  return -1;
 }
 
-// The same update on one (gradient, g_prev, h) triple given directly, without parameters: batched
-// training keeps them as flat [K, P] tensors. No finiteness check (the caller does it).
+// The grad-diff update of every triple i with hyperparameter row rows[i]: betas/epss/scales[rows[i]]
+// (scale = 1 / (1 - beta^t), the bias correction of its step t). into_prev[i] chooses where the
+// rescaled gradient goes (see update()). No finiteness check: first_nonfinite() comes first.
+void grad_diff_(const std::vector<at::Tensor>& grads, const std::vector<at::Tensor>& prevs,
+                const std::vector<at::Tensor>& hs, const std::vector<int64_t>& rows,
+                const std::vector<double>& betas, const std::vector<double>& epss,
+                const std::vector<double>& scales, const std::vector<bool>& into_prev) {
+  const size_t n = grads.size();
+  TORCH_CHECK(prevs.size() == n && hs.size() == n && rows.size() == n && into_prev.size() == n,
+              "grad_diff_: list lengths differ");
+  TORCH_CHECK(betas.size() == epss.size() && betas.size() == scales.size(), "grad_diff_: row lengths differ");
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t row = rows[i];
+    TORCH_CHECK(row >= 0 && static_cast<size_t>(row) < betas.size(), "grad_diff_: bad row");
+    apply(grads[i], prevs[i], hs[i], betas[row], epss[row], scales[row], into_prev[i]);
+  }
+}
+
+// The in-place update of one (gradient, g_prev, h) triple given directly: batched training keeps
+// them as flat [K, P] tensors. No finiteness check (the caller does it).
 void grad_diff_tensor_(at::Tensor g, at::Tensor prev, at::Tensor h, double beta, double eps, double scale) {
-  TORCH_CHECK(g.sizes() == prev.sizes() && g.sizes() == h.sizes(), "grad_diff_tensor_: gradient and state shapes differ");
-  apply(g, prev, h, is_fast(g, prev, h), beta, eps, scale);
+  apply(g, prev, h, beta, eps, scale, false);
 }
 """
 
@@ -269,7 +288,7 @@ def build(verbose: bool = False) -> ModuleType:
     return load_inline(
         name=_NAME,
         cpp_sources=[_CPP],
-        functions=["grad_diff_step", "grad_diff_tensor_"],
+        functions=["first_nonfinite", "grad_diff_", "grad_diff_tensor_"],
         extra_cflags=_FLAGS,
         verbose=verbose,
     )
@@ -278,15 +297,15 @@ def build(verbose: bool = False) -> ModuleType:
 def load(compile: bool = True) -> ModuleType | None:
     """The kernel module, or None when it is unavailable.
 
-    ``compile=False`` only loads an already-built kernel. ``compile=True`` builds it if needed
+    ``HESSIAN_LR_NO_KERNEL=1`` makes it None. ``compile=False`` only loads an already-built kernel. ``compile=True`` builds it if needed
     (once per machine and source version; a warning says so) and returns None with a warning if
     the build fails, so callers can fall back to the pure-torch path.
     """
     global _module, _failed
+    if os.environ.get("HESSIAN_LR_NO_KERNEL"):  # checked first: it also hides an already-loaded kernel
+        return None
     if _module is not None:
         return _module
-    if os.environ.get("HESSIAN_LR_NO_KERNEL"):
-        return None
     with _lock:
         if _module is not None:
             return _module

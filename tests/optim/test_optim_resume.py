@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from optim_helpers import assert_same, mlp, params_of, train
@@ -103,3 +105,101 @@ def test_load_rejects_foreign_or_mismatched_state():
     sd["state"][0]["curvature"]["h"] = torch.zeros(3)
     with pytest.raises(ValueError, match="shape"):
         opt.load_state_dict(sd)
+
+
+# -- the estimator is part of the checkpoint (item 7) and its random stream too (item 8a) ---------
+def _tiny(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 4))
+
+
+def _sampled_steps(model, opt, steps, start):
+    for t in range(start, start + steps):
+        g = torch.Generator().manual_seed(100 + t)
+        x, y = torch.randn(16, 5, generator=g), torch.randint(0, 4, (16,), generator=g)
+        logits = model(x)
+        opt.zero_grad()
+        opt.backward(torch.nn.functional.cross_entropy(logits, y), logits=logits)
+        opt.step()
+        torch.randn(3)  # other users of the global RNG (dropout, shuffling) must not matter
+
+
+@pytest.mark.parametrize("name", ["hutchinson", "gauss-newton"])
+def test_sampling_estimators_resume_bit_identically(tmp_path, name):
+    """N + M steps == N steps, save, rebuild (a fresh estimator draws another seed), load, M steps:
+    the probes / sampled labels continue from the saved generator state."""
+    def build(model):
+        return HessianLRAdaptation(torch.optim.Adam(model.parameters(), lr=1e-2), estimator=name)
+
+    torch.manual_seed(123)
+    model = _tiny()
+    opt = build(model)
+    _sampled_steps(model, opt, 7, 0)
+    straight = params_of(model)
+
+    torch.manual_seed(123)
+    model = _tiny()
+    opt = build(model)
+    _sampled_steps(model, opt, 3, 0)
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, tmp_path / "ckpt.pt")
+    torch.manual_seed(999)  # the restarted process's RNG is elsewhere
+    model = _tiny(seed=5)
+    opt = build(model)
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["opt"])
+    _sampled_steps(model, opt, 4, 3)
+    assert_same(params_of(model), straight)
+
+
+def test_a_checkpoint_of_another_estimator_is_refused():
+    model = _tiny()
+    grad_diff = HessianLRAdaptation(torch.optim.SGD(model.parameters(), lr=0.1), estimator="grad-diff")
+    model(torch.randn(4, 5)).sum().backward()
+    grad_diff.step()
+    sd = grad_diff.state_dict()
+    squared = HessianLRAdaptation(torch.optim.SGD(model.parameters(), lr=0.1), estimator="squared-grad")
+    with pytest.raises(ValueError, match="saved with estimator 'grad-diff'.*uses 'squared-grad'"):
+        squared.load_state_dict(sd)  # the keys fit ('h'), the meaning does not
+    assert not squared.state  # nothing was loaded
+
+    from hessian_lr.optim.estimators import Secant
+
+    secant_sd = HessianLRAdaptation(torch.optim.SGD(model.parameters(), lr=0.1), estimator=Secant()).state_dict()
+    other = HessianLRAdaptation(torch.optim.SGD(model.parameters(), lr=0.1), estimator=Secant(min_curvature=1e-3))
+    with pytest.raises(ValueError, match="min_curvature"):
+        other.load_state_dict(secant_sd)
+    assert sd["param_groups"][0]["curvature_estimator"]["options"] == {}
+    assert secant_sd["param_groups"][0]["curvature_estimator"] == {
+        "name": "secant", "options": {"init_curvature": 1.0, "min_curvature": 1e-6, "rel_step_tol": 1e-5}, "state": {},
+    }
+
+
+def test_a_bare_base_state_dict_is_refused_and_the_base_loads_the_wrappers(path):
+    model, opt, _ = _build(torch.float32, path)
+    train(model, opt, 2)
+    with pytest.raises(ValueError, match="not a HessianLRAdaptation state dict.*base_optimizer"):
+        opt.load_state_dict(opt.base_optimizer.state_dict())
+    # The other way round works: a wrapper checkpoint is a base checkpoint with extra entries.
+    plain_model = mlp()
+    plain = torch.optim.Adam(plain_model.parameters(), lr=1e-2)
+    plain.load_state_dict(opt.state_dict())
+    for p, q in zip(model.parameters(), plain_model.parameters()):
+        assert torch.equal(plain.state[q]["exp_avg"], opt.base_optimizer.state[p]["exp_avg"])
+
+
+def test_the_older_layout_with_a_separate_base_still_loads(path):
+    model, opt, _ = _build(torch.float32, path)
+    train(model, opt, 3)
+    sd = opt.state_dict()
+    older = {
+        "state": {i: entry["curvature"] for i, entry in sd["state"].items()},
+        "param_groups": sd["param_groups"],
+        "base": opt.base_optimizer.state_dict(),
+    }
+    twin, twin_opt, _ = _build(torch.float32, path)
+    twin.load_state_dict(model.state_dict())
+    twin_opt.load_state_dict(copy.deepcopy(older))  # torch's loader keeps same-device tensors as they are
+    train(model, opt, 2, start=3)
+    train(twin, twin_opt, 2, start=3)
+    assert_same(params_of(model), params_of(twin))

@@ -1,19 +1,24 @@
 """Per-step cost of HessianLRAdaptation over its base optimizer, measured side by side.
 
 For each model and each Adam mode (foreach, fused) it times ``step()`` of the bare base optimizer
-and of the wrapped one -- the compiled kernel path and the pure-torch fallback -- interleaved
-repeat by repeat (so load from other processes hits all variants alike), and prints medians and
-ratios. Gradients are restored from a saved copy before every timed step (outside the timing), so
+and of the wrapped one in its three implementations -- the C++ kernel (``fused=True``), the
+``torch.compile``-d pure-torch path (``fused=True`` with the kernel hidden, as on a GPU or a machine
+without the kernel) and the eager ``_foreach_`` ops (``fused=False``) -- interleaved repeat by repeat
+(so load from other processes hits all variants alike), and prints medians and ratios. Gradients are restored from a saved copy before every timed step (outside the timing), so
 every step sees the same data. It also counts the wrapper's persistent state (tensors per
 parameter, bytes) and the bytes allocated during one step (torch profiler), to show that the
 pre-conditioning allocates no model-sized temporaries.
 
-    python benchmarks/step_overhead.py [--threads 1 2] [--repeats 25] [--models a b c]
+    python benchmarks/step_overhead.py [--threads 1 2] [--repeats 25] [--models a b c] [--variants ...]
+
+The compiled variant's first steps compile it (seconds to a minute, cached by inductor); they are
+warm-up steps, not timed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -45,6 +50,23 @@ def model_c() -> torch.nn.Module:
 MODELS = {"a": ("mnist1d MLP", model_a), "b": ("10M (2048x2048 x2 + 2048x1024)", model_b), "c": ("200 small tensors", model_c)}
 
 
+VARIANTS = ("base", "kernel", "compiled", "eager")
+
+
+@contextlib.contextmanager
+def _kernel_hidden():
+    """HESSIAN_LR_NO_KERNEL=1 while a wrapper is built: it then takes the path a GPU would."""
+    before = os.environ.get("HESSIAN_LR_NO_KERNEL")
+    os.environ["HESSIAN_LR_NO_KERNEL"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["HESSIAN_LR_NO_KERNEL"]
+        else:
+            os.environ["HESSIAN_LR_NO_KERNEL"] = before
+
+
 def _setup(make, mode: str, variant: str):
     torch.manual_seed(0)
     model = make()
@@ -53,10 +75,14 @@ def _setup(make, mode: str, variant: str):
     grads = [torch.randn(p.shape, generator=g) * 1e-2 for p in params]
     base = torch.optim.Adam(params, lr=1e-3, **{mode: True})
     if variant == "base":
-        opt = base
+        return params, grads, base
+    if variant == "compiled":
+        with _kernel_hidden():
+            opt = HessianLRAdaptation(base, fused=True)
     else:
         opt = HessianLRAdaptation(base, fused=variant == "kernel")
-        assert opt.uses_fused_kernel == (variant == "kernel")
+    expected = {"kernel": "kernel", "compiled": "compiled", "eager": "foreach"}[variant]
+    assert opt.implementations == {expected}, opt.implementations
     return params, grads, opt
 
 
@@ -92,9 +118,8 @@ def _allocated_bytes(params, grads, opt) -> int:
     return sum(e.self_cpu_memory_usage for e in prof.events() if e.name.startswith("aten::") and e.self_cpu_memory_usage > 0)
 
 
-def bench(key: str, mode: str, repeats: int, with_kernel: bool) -> dict:
+def bench(key: str, mode: str, repeats: int, variants: list[str]) -> dict:
     name, make = MODELS[key]
-    variants = ["base", "torch"] + (["kernel"] if with_kernel else [])
     setups = {v: _setup(make, mode, v) for v in variants}
     n_params = sum(p.numel() for p in setups["base"][0])
     for v in variants:  # warm-up: state allocation, first-step paths
@@ -129,29 +154,31 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, torch.get_num_threads()])
     parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS[1:]), choices=VARIANTS[1:])
     parser.add_argument("--no-build", action="store_true", help="do not compile the kernel if it is not built")
     args = parser.parse_args()
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with_kernel = kernel.load(compile=not args.no_build) is not None
+    variants = ["base"] + [v for v in args.variants if v != "kernel" or with_kernel]
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
-    print(f"compiled kernel: {'yes' if with_kernel else 'NO (pure-torch path only)'}")
+    print(f"compiled kernel: {'yes' if with_kernel else 'NO (not measured)'}")
     print("columns: median step() in ms; ratio = wrapped / base, measured interleaved in this run")
-    print("  wrapped(kernel) = compiled C++ pre-conditioning; wrapped(torch) = pure-torch _foreach_ fallback")
+    print("  kernel = C++ pre-conditioning (fused=True); compiled = torch.compile-d pure torch (fused=True,")
+    print("  kernel hidden: the GPU/DTensor/no-compiler path); eager = _foreach_ ops (fused=False)")
     for threads in dict.fromkeys(args.threads):
         torch.set_num_threads(threads)
         print(f"\n== torch.get_num_threads() = {torch.get_num_threads()}, os.getloadavg() = "
               f"{tuple(round(x, 2) for x in os.getloadavg())} at start")
-        header = f"{'model':<34}{'Adam':<8}{'base':>9}{'kernel':>9}{'ratio':>7}{'torch':>9}{'ratio':>7}"
+        header = f"{'model':<34}{'Adam':<8}{'base':>9}" + "".join(f"{v:>10}{'ratio':>7}" for v in variants[1:])
         print(header)
         for key in args.models:
             for mode in ("foreach", "fused"):
-                r = bench(key, mode, args.repeats, with_kernel)
+                r = bench(key, mode, args.repeats, variants)
                 m, q = r["median_ms"], r["ratio"]
-                k_ms = f"{m['kernel']:9.3f}" if "kernel" in m else f"{'-':>9}"
-                k_q = f"{q['kernel']:6.2f}x" if "kernel" in q else f"{'-':>7}"
-                print(f"{r['model']:<34}{mode:<8}{m['base']:9.3f}{k_ms}{k_q}{m['torch']:9.3f}{q['torch']:6.2f}x")
+                cells = "".join(f"{m[v]:10.3f}{q[v]:6.2f}x" for v in variants[1:])
+                print(f"{r['model']:<34}{mode:<8}{m['base']:9.3f}{cells}")
                 alloc = r["alloc_bytes_per_step"]
                 print(f"{'':<4}bytes allocated by ops during one step(): "
                       + ", ".join(f"{v} {b / 2**20:.2f} MiB" for v, b in alloc.items()))

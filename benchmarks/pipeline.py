@@ -2,10 +2,13 @@
 
 Rows (each a fresh run folder, each ``hessian-lr compare`` a fresh process so imports count):
 
-* ``sequential``  — one process, one model at a time (``--workers 1 --no-batch-startup``): the
-  straightforward eager implementation;
+Every row runs the default protocol (20 trials per arm, 10 paired seeds, the equal-lr ablation).
+
+* ``sequential``  — one process, one model at a time (``--workers 1 --batch-trials 1
+  --no-batch-startup``): the straightforward eager implementation;
 * ``default``     — what ``hessian-lr compare`` does with no flags: one process per optimizer, TPE's
-  10 random start-up trials trained as one batch, the other trials one at a time;
+  10 random start-up trials trained as one batch, the other trials one at a time, the final seeds
+  of a setting as one batch;
 * ``batched``     — ``--batch-trials N``: trials trained N at a time (TPE with constant liar), the
   final seeds as one batch; the arms train side by side in threads of one process ("lanes",
   one intra-op thread each), so both cores work without a second process's start-up.
@@ -41,14 +44,17 @@ def timed_compare(out: Path, *flags: str) -> float:
 
 
 def timed_finals(out: Path, **config_changes) -> float:
-    from hessian_lr.compare import RunSpec, _executor, final_runs
     from hessian_lr.config import CompareConfig
+    from hessian_lr.pipeline.compare import FinalsTask, train_finals
+    from hessian_lr.pipeline.execution import executor
+    from hessian_lr.pipeline.store import FinalRun
 
     config = CompareConfig(out=out, **config_changes)
+    tasks = [FinalsTask(config, arm, tuple(FinalRun.of(arm, {"lr": 2e-3}, seed, config.epochs, config.workload)
+                                           for seed in config.final_seeds)) for arm in config.optimizers]
     start = time.perf_counter()
-    with _executor(config, lambda event: None) as run_all:
-        run_all(final_runs, [(config, arm, [RunSpec(arm, 2e-3, seed, config.epochs, config.workload)
-                                            for seed in config.final_seeds]) for arm in config.optimizers])
+    with executor(config.workers, config.threads, config.lanes, lambda event: None) as run_all:
+        run_all(train_finals, tasks)
     return time.perf_counter() - start
 
 
@@ -84,9 +90,9 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="hessian-lr-bench-"))
     try:
         print(f"cores {os.cpu_count()}, load average before {os.getloadavg()[0]:.2f}; {args.trials} trials x "
-              f"{args.epochs} epochs x 2 optimizers + finals; {args.repeats} interleaved runs per row")
+              f"{args.epochs} epochs x 2 optimizers + 10 seeds + ablation; {args.repeats} interleaved runs per row")
         rows = {
-            "sequential": ["--workers", "1", "--no-batch-startup"],
+            "sequential": ["--workers", "1", "--batch-trials", "1", "--no-batch-startup"],
             "default": [],
             "batched": ["--batch-trials", str(args.batch_trials)],
         }
@@ -98,7 +104,7 @@ def main() -> None:
 
         finals: dict[str, list[float]] = {"sequential": [], "batched": []}
         for repeat in range(args.repeats):
-            finals["sequential"].append(timed_finals(root / f"f-seq-{repeat}", seeds=10, workers=1,
+            finals["sequential"].append(timed_finals(root / f"f-seq-{repeat}", seeds=10, workers=1, batch_trials=1,
                                                      batch_startup=False, epochs=args.epochs))
             finals["batched"].append(timed_finals(root / f"f-batch-{repeat}", seeds=10, batch_trials=10,
                                                   epochs=args.epochs))

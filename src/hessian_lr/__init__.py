@@ -6,9 +6,31 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hessian_lr.optim import HessianLRAdaptation
+    from hessian_lr.results import Results
 
 __version__ = "0.1.0"
-__all__ = ["HessianLRAdaptation", "__version__"]
+__all__ = ["HessianLRAdaptation", "compare", "__version__"]
+
+
+def compare(**options: Any) -> Results:
+    """Run a comparison from Python (a notebook, a script) and return its results.
+
+    Takes the options of ``hessian-lr compare`` as keyword arguments (``optimizers``,
+    ``workload``, ``trials``, ``seeds``, ``space``, ``spaces``, ``out``, ...; see
+    :class:`hessian_lr.config.CompareConfig`); ``optimizers`` may name registered arms, import
+    paths, or :class:`hessian_lr.arms.Arm` objects / optimizer factories registered beforehand
+    with :func:`hessian_lr.arms.register`. Writes the run folder exactly as the CLI does.
+
+    Example::
+
+        import hessian_lr
+        results = hessian_lr.compare(optimizers=["adam", "my_pkg.opt:MyOptimizer"], out="runs/mine")
+        print(results.optimizers["adam"].summary["val_loss_mean"])
+    """
+    from hessian_lr.config import CompareConfig
+    from hessian_lr.pipeline import run_compare
+
+    return run_compare(CompareConfig(**options))
 
 
 def __getattr__(name: str) -> Any:

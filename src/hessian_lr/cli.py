@@ -63,18 +63,25 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     add("--epochs", type=_positive_int, help="training epochs of every trial and final run (default: the workload's budget, "
         "20 for mnist1d-mlp)")
     add("--seed", type=int, help="seed of the sampler, initial weights and batch order (default: 0)")
-    add("--optimizers", help=f"comma-separated arms (default: adam,hessian-adam); known: {', '.join(ARMS)}")
+    add("--optimizers", help=f"comma-separated arms (default: adam,hessian-adam): known names ({', '.join(ARMS)}) or "
+        "import paths package.module:name of your own Arm or optimizer factory (params, lr, **hyperparameters)")
     add("--workload", help=f"workload (default: mnist1d-mlp); known: {', '.join(WORKLOADS)}")
     add("--lr-low", type=float, help="lower end of the log-uniform lr search range (default: 1e-4)")
     add("--lr-high", type=float, help="upper end of the log-uniform lr search range (default: 1e-1)")
     add("--storage", help="Optuna storage: a journal-file path or an RDB URL such as sqlite:///x.db or "
         "postgresql+psycopg2://user@host:port/db (default: OUT/optuna.journal)")
+    add("--space", choices=("default", "wide"), help="search space preset: 'default' = each arm's own space (the "
+        "lr, log-uniform in [--lr-low, --lr-high]); 'wide' = also momentum/beta1, beta2, eps, weight decay and, for "
+        "wrapped arms, curvature_beta and curvature_eps (Choi et al. 2019). [space.ARM] tables in --config set any "
+        "constructor hyperparameter per arm")
+    add("--studies", type=_positive_int, help="independent tuning studies per optimizer (different sampler seeds), "
+        "each with its own final runs, to measure tuning luck (default: 1)")
     add("--seeds", type=_positive_int, help="final runs per optimizer with seeds SEED..SEED+K-1, paired across "
-        "optimizers (default: 1; 10 with --protocol full)")
+        "optimizers (default: 10; 1 with --protocol seed)")
     add("--ablation", action=argparse.BooleanOptionalAction, default=None,
-        help="also train every optimizer at every other optimizer's tuned lr (default: off; on with --protocol full)")
-    add("--protocol", choices=("seed", "full"), help="presets: 'seed' = one final run per optimizer (default); "
-        "'full' = 10 paired seeds and the equal-lr ablation (explicit --seeds/--ablation win)")
+        help="also train every optimizer at every other optimizer's tuned lr (default: on; off with --protocol seed)")
+    add("--protocol", choices=("seed", "full"), help="presets: 'full' = 10 paired seeds and the equal-lr ablation "
+        "(default); 'seed' = the original write-up's one final run per optimizer (explicit --seeds/--ablation win)")
     add("--workers", type=int, help="worker processes (default: 0 = automatic: one per optimizer up to the CPU "
         "count; with --batch-trials above 1 one process, whose optimizers train side by side in threads)")
     add("--batch-trials", type=_positive_int, help="train this many models at once with torch.func, for trials "
@@ -92,7 +99,7 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
 
 
 COMPARE_KEYS = ("out", "trials", "epochs", "seed", "optimizers", "workload", "lr_low", "lr_high", "storage",
-                "workers", "threads", "seeds", "ablation", "batch_trials", "batch_startup", "study")
+                "workers", "threads", "seeds", "ablation", "batch_trials", "batch_startup", "study", "space", "studies")
 PROTOCOLS = {"seed": {"seeds": 1, "ablation": False}, "full": {"seeds": 10, "ablation": True}}
 
 
@@ -130,7 +137,7 @@ def _freeze_imported_objects() -> None:
 def _compare(args: argparse.Namespace) -> None:
     config = _compare_config(args)
     import hessian_lr.report  # noqa: F401 - the outputs' modules, imported now so that the freeze covers them
-    from hessian_lr.compare import run_compare
+    from hessian_lr.pipeline import run_compare
     from hessian_lr.console import ProgressDisplay, print_summary
 
     _freeze_imported_objects()
@@ -143,7 +150,7 @@ def _compare(args: argparse.Namespace) -> None:
 # -- worker ---------------------------------------------------------------------------------------
 
 def _worker(args: argparse.Namespace) -> None:
-    from hessian_lr.compare import run_worker
+    from hessian_lr.pipeline import run_worker
 
     _freeze_imported_objects()
     names = run_worker(args.storage, args.study, threads=args.threads)
@@ -153,7 +160,7 @@ def _worker(args: argparse.Namespace) -> None:
 # -- report -----------------------------------------------------------------------------------------
 
 def _report(args: argparse.Namespace) -> None:
-    from hessian_lr.compare import write_outputs
+    from hessian_lr.pipeline.outputs import write_outputs
     from hessian_lr.results import Results, read_json
 
     path = args.run_dir / "results.json"
@@ -213,10 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     compare = commands.add_parser(
-        "compare", help="tune each optimizer's lr with Optuna, train the best settings, write the report",
-        description="Tune each optimizer's learning rate with Optuna, train the best settings and write "
-        "results.json, trials.csv, comparison.png and report.md. The same command run again resumes: "
-        "finished trials and final runs are reused.")
+        "compare", help="tune each optimizer with Optuna, train the best settings, write the report",
+        description="Tune each optimizer's search space (by default its learning rate) with Optuna on equal budgets, "
+        "train the best settings with paired seeds and write results.json, trials.csv, comparison.png and report.md. "
+        "The same command run again resumes: finished trials and final runs are reused.")
     _add_compare_options(compare)
     compare.set_defaults(handler=_compare)
 

@@ -1,20 +1,33 @@
-"""The comparison's configuration: defaults < TOML file < command-line flags, validated once."""
+"""The comparison's configuration: defaults < TOML file < command-line flags, validated once.
+
+Every value is checked by type and range here, before anything is created: a string is never
+a boolean, a non-finite or out-of-range number names its option, and search spaces are checked
+against the optimizers they configure (:func:`validate_spaces`).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tomllib
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from hessian_lr.arms import parse_arm_names
+from hessian_lr.arms import Arm, get_arm, parse_arm_names
+from hessian_lr.tuning.space import PRESETS, Float, SearchSpace, space_from_toml, wide_space
 from hessian_lr.workloads import get_workload
 
-__all__ = ["CompareConfig", "load_toml", "available_cores"]
+__all__ = ["CompareConfig", "load_toml", "available_cores", "arm_space", "MAX_WORKERS", "MAX_SEED"]
+
+MAX_WORKERS = 256  # processes; far above any machine this runs on, low enough to refuse typos
+MAX_THREADS = 1024
+MAX_SEED = 2**32 - 1  # numpy's seed range (seed_everything seeds numpy too)
+MAX_COUNT = 10**6  # trials, epochs, seeds, batch size
 
 
 def available_cores() -> int:
@@ -26,9 +39,42 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def _check_lr(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def arm_space(arm: Arm, preset: str, lr_range: tuple[float, float], override: SearchSpace | None) -> SearchSpace:
+    """An arm's search space: ``override`` (a ``[space.ARM]`` table) if given, else the preset
+    (``default``: the arm's own space; ``wide``: :func:`~hessian_lr.tuning.space.wide_space`),
+    with a tuned lr's range set by ``lr_range`` (the ``--lr-low`` / ``--lr-high`` options)."""
+    if override is not None:
+        return override
+    space = arm.space
+    if "lr" in space and isinstance(space["lr"], Float) and space["lr"].log:
+        space = space.replace(lr=Float(lr_range[0], lr_range[1], log=True))
+    return wide_space(space, arm.defaults) if preset == "wide" else space
+
+
 @dataclass(frozen=True)
 class CompareConfig:
-    """Everything that defines a ``compare`` run (``out`` and ``storage`` say where it lives)."""
+    """Everything that defines a ``compare`` run (``out`` and ``storage`` say where it lives).
+
+    ``space`` is a preset name (``default`` or ``wide``); ``spaces`` holds per-arm spaces from a
+    TOML file (``[space.ARM]`` tables, already parsed to JSON form), which replace the preset for
+    those arms. The default protocol is the write-up's with 10 paired seeds and the equal-lr
+    ablation; ``seeds=1, ablation=False`` is the original one-final-run protocol.
+    """
 
     workload: str = "mnist1d-mlp"
     optimizers: tuple[str, ...] = ("adam", "hessian-adam")
@@ -37,34 +83,53 @@ class CompareConfig:
     seed: int = 0
     lr_low: float = 1e-4
     lr_high: float = 1e-1
-    seeds: int = 1  # final runs per arm (seeds seed .. seed+seeds-1), paired across arms
-    ablation: bool = False  # also train every arm at every other arm's tuned lr
+    space: str = "default"
+    spaces: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    seeds: int = 10  # final runs per arm (seeds seed .. seed+seeds-1), paired across arms
+    ablation: bool = True  # also train every arm at every other arm's tuned lr
+    studies: int = 1  # independent tuning studies per arm (different sampler seeds)
     threads: int | None = None  # intra-op threads per process; None = automatic (see below)
     workers: int = 0  # processes; 0 = automatic (see below)
-    batch_trials: int = 1  # models trained at once with torch.func (1 = one trial at a time)
-    batch_startup: bool = True  # train TPE's 10 random start-up trials as one batch (same lrs)
+    batch_trials: int = 1  # models trained at once (1 = one trial at a time)
+    batch_startup: bool = True  # train TPE's 10 random start-up trials as one batch (same points)
     storage: str | None = None  # Optuna storage URL or journal path; None = DIR/optuna.journal
-    study: str = "compare"  # prefix of the study names (one study per arm)
+    study: str = "compare"  # prefix of the study names (one study per arm and study index)
     out: Path = Path("runs/compare")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "optimizers", parse_arm_names(self.optimizers))
-        object.__setattr__(self, "out", Path(self.out))
+        if not isinstance(self.workload, str):
+            raise ValueError(f"workload must be a name, got {self.workload!r}")
+        workload = get_workload(self.workload)
         if self.epochs is None:
-            object.__setattr__(self, "epochs", get_workload(self.workload).epochs)
-        else:
-            get_workload(self.workload)
-        for name in ("trials", "epochs", "seeds", "batch_trials"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.workers, int) or self.workers < 0:
-            raise ValueError(f"workers must be >= 0 (0 = automatic), got {self.workers!r}")
-        # Automatic placement. Sequential training of a tiny model is Python-bound: one thread per
-        # process and one process per arm. Batched training is GEMM-bound and its matrix products
-        # release the GIL: one process whose arms train side by side in threads ("lanes", see
-        # ``lanes``), the cores shared out as intra-op threads, which spares a second process's
-        # ~1-3 s start-up. Arms that cannot batch keep the sequential placement.
+            object.__setattr__(self, "epochs", workload.epochs)
+        for name in ("trials", "epochs", "seeds", "batch_trials", "studies"):
+            _check_int(name, getattr(self, name), 1, MAX_COUNT)
+        _check_int("seed", self.seed, 0, MAX_SEED - self.seeds - self.studies)
+        _check_int("workers", self.workers, 0, MAX_WORKERS)
+        if self.threads is not None:
+            _check_int("threads", self.threads, 1, MAX_THREADS)
+        _check_bool("ablation", self.ablation)
+        _check_bool("batch_startup", self.batch_startup)
+        _check_lr("lr_low", self.lr_low)
+        _check_lr("lr_high", self.lr_high)
+        if not self.lr_low < self.lr_high:
+            raise ValueError(f"lr range must satisfy 0 < lr_low < lr_high, got [{self.lr_low}, {self.lr_high}]")
+        if self.space not in PRESETS:
+            raise ValueError(f"space must be one of {', '.join(PRESETS)}, got {self.space!r}")
+        if not isinstance(self.study, str) or not self.study or "." in self.study:
+            raise ValueError(f"study must be a non-empty name without '.', got {self.study!r}")
+        if self.storage is not None and (not isinstance(self.storage, str) or not self.storage.strip()):
+            raise ValueError(f"storage must be a journal path or a database URL, got {self.storage!r}")
+        if not isinstance(self.out, (str, Path)) or not str(self.out).strip():
+            raise ValueError(f"out must be a folder path, got {self.out!r}")
+        object.__setattr__(self, "out", Path(self.out))
+        self._normalise_spaces()
+        # Automatic placement. One-at-a-time training of a tiny model is Python-bound: one thread
+        # per process and one process per arm. Batched training is GEMM-bound and its matrix
+        # products release the GIL: one process whose arms train side by side in threads
+        # ("lanes", see ``lanes``), the cores shared out as intra-op threads, which spares a
+        # second process's ~1-3 s start-up.
         cores = available_cores()
         if self.workers == 0:
             workers = 1 if self.batched else max(1, min(len(self.optimizers), cores))
@@ -72,59 +137,96 @@ class CompareConfig:
         if self.threads is None:
             threads = max(1, cores // min(len(self.optimizers), cores)) if self.batched and self.workers == 1 else 1
             object.__setattr__(self, "threads", threads)
-        if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 1:
-            raise ValueError(f"threads must be a positive integer, got {self.threads!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if not isinstance(self.study, str) or not self.study or "." in self.study:
-            raise ValueError(f"study must be a non-empty name without '.', got {self.study!r}")
-        if not (0 < self.lr_low < self.lr_high):
-            raise ValueError(f"lr range must satisfy 0 < lr_low < lr_high, got [{self.lr_low}, {self.lr_high}]")
 
-    @cached_property  # builds a throwaway model per arm: asked by __post_init__ and lanes
+    def _normalise_spaces(self) -> None:
+        if not isinstance(self.spaces, Mapping):
+            raise ValueError(f"spaces must be a table of [space.ARM] tables, got {self.spaces!r}")
+        unknown = sorted(set(self.spaces) - set(self.optimizers))
+        if unknown:
+            raise ValueError(f"space given for {', '.join(unknown)}, which is not among the optimizers "
+                             f"({', '.join(self.optimizers)})")
+        parsed = {}
+        for arm, table in self.spaces.items():
+            space = table if isinstance(table, SearchSpace) else (
+                SearchSpace.from_json(table) if _is_json_space(table) else space_from_toml(table, f"space.{arm}"))
+            parsed[arm] = space.to_json()
+        object.__setattr__(self, "spaces", parsed)
+
+    @cached_property
+    def arm_spaces(self) -> dict[str, SearchSpace]:
+        """Each arm's resolved search space."""
+        lr_range = (self.lr_low, self.lr_high)
+        return {arm: arm_space(get_arm(arm), self.space, lr_range,
+                               SearchSpace.from_json(self.spaces[arm]) if arm in self.spaces else None)
+                for arm in self.optimizers}
+
+    @cached_property
     def batched(self) -> bool:
-        """Whether every arm trains batched (``batch_trials`` > 1 and each arm and the workload's
-        model are reproducible on stacked parameters: :func:`~hessian_lr.training.batched.can_batch`)."""
-        if self.batch_trials < 2:
-            return False
-        from hessian_lr.training.batched import can_batch
-
-        workload = get_workload(self.workload)
-        return all(can_batch(arm, workload) for arm in self.optimizers)
+        """Whether the arms train K models at once (``batch_trials`` > 1 and every arm's step
+        stacks models); otherwise they train one at a time."""
+        return self.batch_trials > 1 and all(get_arm(arm).step.stacks for arm in self.optimizers)
 
     @property
     def lanes(self) -> int:
         """How many of its tasks (an arm's trials and finals) one process runs at once, in
         threads: with batched training, as many as its cores hold at ``threads`` intra-op threads
-        each; sequential training is Python-bound (the GIL), so one."""
+        each; one-at-a-time training is Python-bound (the GIL), so one."""
         if not self.batched or self.workers != 1:
             return 1
         return max(1, min(len(self.optimizers), available_cores() // self.threads))
 
     @property
+    def finals_batch(self) -> int:
+        """How many final runs train at once: ``batch_trials`` when it is above 1, else all the
+        seeds of a setting as one batch — except in the plain sequential mode (``batch_trials``
+        1 and no start-up batch), where every model trains alone."""
+        if self.batch_trials > 1:
+            return self.batch_trials
+        return self.seeds if self.batch_startup else 1
+
+    @property
     def final_seeds(self) -> list[int]:
         return list(range(self.seed, self.seed + self.seeds))
 
-    def study_fingerprint(self) -> str:
-        """Hash of what changes a trial's outcome; a study is only resumed under the same one.
+    def study_seed(self, study_index: int) -> int:
+        """The sampler seed of an arm's ``study_index``-th tuning study (0: ``seed`` itself)."""
+        return self.seed + study_index
 
-        ``trials`` is not part of it: asking for more trials extends a finished study.
-        """
-        key = {k: getattr(self, k) for k in ("workload", "epochs", "seed", "lr_low", "lr_high")}
+    def study_fingerprint(self, arm: str) -> str:
+        """Hash of what changes a trial's outcome for ``arm``; a study is only resumed under the
+        same one. ``trials`` is not part of it: asking for more trials extends a finished study."""
+        key = {k: getattr(self, k) for k in ("workload", "epochs", "seed")}
+        key["space"] = self.arm_spaces[arm].fingerprint()
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["optimizers"] = list(self.optimizers)
         data["out"] = str(self.out)
+        data["spaces"] = {arm: dict(space) for arm, space in self.spaces.items()}
         return data
+
+    def resolved_spaces(self) -> dict[str, dict[str, Any]]:
+        return {arm: space.to_json() for arm, space in self.arm_spaces.items()}
 
     def updated(self, **changes: Any) -> CompareConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+def _is_json_space(table: Any) -> bool:
+    """Whether ``table`` is a space in :meth:`SearchSpace.to_json` form (from results.json or a
+    study's stored config) rather than TOML form."""
+    return isinstance(table, Mapping) and bool(table) and all(
+        isinstance(v, Mapping) and v.get("type") in ("float", "int", "categorical", "fixed") for v in table.values())
+
+
+CONFIG_KEYS = {f.name for f in fields(CompareConfig)} - {"spaces"}
+
+
 def load_toml(path: Path) -> dict[str, Any]:
-    """Read a TOML config (keys as the CLI's long options, ``-`` or ``_``); unknown keys are errors."""
+    """Read a TOML config: keys as the CLI's long options (``-`` or ``_``), plus ``[space.ARM]``
+    tables (or ``space = "wide"``; a ``[space]`` table may also hold ``preset = "wide"``).
+    Unknown keys are errors; types are checked by :class:`CompareConfig`."""
     try:
         with open(path, "rb") as fh:
             raw = tomllib.load(fh)
@@ -132,11 +234,23 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise ValueError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"invalid TOML in config file {path}: {exc}") from None
-    allowed = {f.name for f in fields(CompareConfig)}
     data = {key.replace("-", "_"): value for key, value in raw.items()}
-    unknown = sorted(set(data) - allowed)
+    space = data.get("space")
+    if isinstance(space, dict):
+        tables = dict(space)
+        preset = tables.pop("preset", None)
+        data["spaces"] = tables
+        if preset is None:
+            del data["space"]
+        else:
+            data["space"] = preset
+    unknown = sorted(set(data) - CONFIG_KEYS - {"spaces"})
     if unknown:
         raise ValueError(f"unknown key(s) in config file {path}: {', '.join(unknown)}")
     if isinstance(data.get("optimizers"), str):
         data["optimizers"] = data["optimizers"].split(",")
+    if "storage" in data and not isinstance(data["storage"], str):
+        raise ValueError(f"storage in config file {path} must be a string, got {data['storage']!r}")
+    if "out" in data and not isinstance(data["out"], str):
+        raise ValueError(f"out in config file {path} must be a string, got {data['out']!r}")
     return data

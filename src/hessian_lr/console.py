@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hessian_lr.compare import ProgressEvent
+from hessian_lr.pipeline.execution import ProgressEvent
 from hessian_lr.config import CompareConfig
 from hessian_lr.results import Results
 
@@ -27,10 +27,10 @@ class ProgressDisplay:
             console=Console(stderr=True), disable=not enabled,
         )
         self.tasks = {
-            arm: self.progress.add_task(f"tune {arm}", total=config.trials * config.epochs, status="")
+            arm: self.progress.add_task(f"tune {arm}", total=config.studies * config.trials * config.epochs, status="")
             for arm in config.optimizers
         }
-        runs_per_arm = config.seeds * (len(config.optimizers) if config.ablation else 1)
+        runs_per_arm = config.seeds * (config.studies + (len(config.optimizers) - 1 if config.ablation else 0))
         self.tasks["final"] = self.progress.add_task(
             "final runs" + (" + ablation" if config.ablation else ""),
             total=len(config.optimizers) * runs_per_arm * config.epochs, status="")
@@ -73,7 +73,7 @@ def print_summary(results: Results, out: Path) -> None:
             extra = ["—" if not ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"]
         else:
             val, test_loss, acc, extra = f["val_loss"], f.get("test_loss"), f.get("test_accuracy"), []
-        table.add_row(arm, f"{r.best_lr:.5f}", f"{r.best_value:.4f}", "diverged" if val is None else f"{val:.4f}",
+        table.add_row(arm, "—" if r.best_lr is None else f"{r.best_lr:.5f}", f"{r.best_value:.4f}", "diverged" if val is None else f"{val:.4f}",
                       *extra, "—" if test_loss is None else f"{test_loss:.4f}",
                       "—" if acc is None else f"{100 * acc:.1f}%", f"{f['wall_s']:.2f}")
     console = Console()

@@ -2,14 +2,22 @@
 
 ``results.json``::
 
-    {"schema": 1,
+    {"schema": 2,
      "config": {...CompareConfig...},
-     "versions": {"python", "torch", "optuna", "mnist1d", "hessian-lr"},
-     "optimizers": {name: {"best_lr", "best_value",
-                           "trials": [{"number", "lr", "value", "state"}],
-                           "final": {"lr", "seed", "epochs", "val_loss_curve", "val_loss",
-                                     "test_loss", "test_accuracy", "wall_s", "epoch_wall_s",
-                                     "diverged"}}}}
+     "versions": {"python", "torch", "optuna", "numpy", "scipy", "mnist1d", "hessian-lr", and every
+                  package an arm imported},
+     "optimizers": {name: {"best_lr", "best_value", "best_params",
+                           "space": {hyperparameter: dimension},
+                           "source": {"source", "packages": {package: {"distribution", "version"}}},
+                           "trials": [{"number", "lr", "params", "value", "state", "study"}],
+                           "studies": [{"study", "best_value", "best_params", "final"}] (with --studies > 1),
+                           "final": {"lr", "hyperparameters", "seed", "epochs", "val_loss_curve",
+                                     "val_loss", "test_loss", "test_accuracy", "wall_s",
+                                     "epoch_wall_s", "steps_per_epoch", "diverged"}}}}
+
+``number`` is a trial's position among its study's finished trials (0-based); ``params`` the
+point of the arm's search space it trained (``lr`` repeats ``params["lr"]``, None when the arm's
+space has no lr).
 
 Non-finite numbers are written as ``null`` (JSON has no NaN).
 """
@@ -28,35 +36,44 @@ from typing import Any
 
 __all__ = ["TrialRecord", "ArmResults", "Results", "atomic_write_text", "atomic_write_bytes", "write_json", "read_json", "versions"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass
 class TrialRecord:
     number: int
-    lr: float
+    lr: float | None
     value: float | None  # None: failed (diverged) or not finished
     state: str  # optuna TrialState name: COMPLETE, FAIL, RUNNING, ...
+    params: dict[str, Any] = field(default_factory=dict)
+    study: int = 0  # which of the arm's independent tuning studies
 
 
 @dataclass
 class ArmResults:
-    best_lr: float
+    best_lr: float | None
     best_value: float
     trials: list[TrialRecord]
     final: dict[str, Any]  # a training.RunResult as a dict (+ "seeds": the K per-seed run dicts)
+    best_params: dict[str, Any] = field(default_factory=dict)
+    space: dict[str, Any] = field(default_factory=dict)  # SearchSpace.to_json()
+    source: dict[str, Any] = field(default_factory=dict)  # arms.provenance(arm)
+    studies: list[dict[str, Any]] = field(default_factory=list)  # per tuning study, with --studies > 1
     # Seed statistics (hessian_lr.report.summary.summarize): written flat into the arm's dict
     # (val_loss_mean, val_loss_ci95, ...); every other key of an arm's dict reads back into it.
     summary: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"best_lr": self.best_lr, "best_value": self.best_value,
-                "trials": [asdict(t) for t in self.trials], "final": self.final}
+        data = {"best_lr": self.best_lr, "best_value": self.best_value, "best_params": self.best_params,
+                "space": self.space, "source": self.source, "trials": [asdict(t) for t in self.trials],
+                "final": self.final}
+        if self.studies:
+            data["studies"] = self.studies
         data.update(self.summary)
         return data
 
 
-ARM_KEYS = ("best_lr", "best_value", "trials", "final")
+ARM_KEYS = ("best_lr", "best_value", "best_params", "space", "source", "trials", "studies", "final")
 
 
 @dataclass
@@ -81,6 +98,10 @@ class Results:
                 best_value=arm["best_value"],
                 trials=[TrialRecord(**t) for t in arm["trials"]],
                 final=arm["final"],
+                best_params=arm.get("best_params") or ({"lr": arm["best_lr"]} if arm.get("best_lr") else {}),
+                space=arm.get("space") or {},
+                source=arm.get("source") or {},
+                studies=arm.get("studies") or [],
                 summary={k: v for k, v in arm.items() if k not in ARM_KEYS},
             )
             for name, arm in data["optimizers"].items()
@@ -136,12 +157,20 @@ def read_json(path: Path) -> Any:
         return json.load(fh)
 
 
-def versions() -> dict[str, str]:
-    def version_of(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "not installed"
+CORE_DISTRIBUTIONS = ("torch", "optuna", "numpy", "scipy", "mnist1d", "hessian-lr")
 
-    return {"python": platform.python_version(),
-            **{name: version_of(name) for name in ("torch", "optuna", "mnist1d", "hessian-lr")}}
+
+def version_of(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def versions(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Python's version and those of the distributions the results depend on: the core ones and
+    ``extra`` (``{distribution: version}``, e.g. every package an arm imported)."""
+    found = {"python": platform.python_version(), **{name: version_of(name) for name in CORE_DISTRIBUTIONS}}
+    for name, version in sorted((extra or {}).items()):
+        found.setdefault(name, version)
+    return found

@@ -1,14 +1,17 @@
 """Optuna studies that resume: the same command run again continues where it stopped.
 
+A study tunes the dimensions of a :class:`~hessian_lr.tuning.space.SearchSpace`: each trial's
+``params`` hold a point of it (fixed dimensions are not sampled; the objective adds them).
+
 Determinism: before each ``ask`` the study gets a fresh ``TPESampler`` seeded from
 ``(seed, number of finished trials)``. TPE is otherwise a function of the trial history, so a
-study interrupted and resumed proposes the same learning rates as one run straight through
+study interrupted and resumed proposes the same points as one run straight through
 (in sequential mode: one process per study, one trial at a time).
 
 Interrupted trials:
 - one process owns the study (``resume_running=True``): a trial left RUNNING by a killed run is
   re-evaluated with its own parameters and told under its own number (a run killed inside
-  ``ask`` leaves one without its lr: that lr is drawn as ``ask`` was drawing it). Batches: a kill
+  ``ask`` leaves one without all its parameters: they are drawn as ``ask`` was drawing them). Batches: a kill
   while a batch trains retrains the same batch; a kill while its trials are asked or told
   retrains the unfinished ones as a smaller batch (float tolerance, budget unchanged);
 - workers share the study through an RDB storage: each trial sends heartbeats; a trial whose
@@ -36,14 +39,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
-from optuna.distributions import FloatDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["storage_for", "journal_storage", "KernelJournalLock", "open_study", "run_study", "finished_trials",
-           "requeue_running", "LR_PARAM"]
+from hessian_lr.tuning.space import SearchSpace
 
-LR_PARAM = "lr"
+__all__ = ["storage_for", "journal_storage", "KernelJournalLock", "open_study", "run_study", "finished_trials",
+           "requeue_running", "trial_point"]
+
 DIVERGED_ATTR = "diverged"
 SURPLUS_ATTR = "surplus"
 # How often a running trial reports to an RDB storage, and how long silence means a dead worker.
@@ -54,8 +58,9 @@ STARTUP_TRIALS = 10  # TPE's random start-up trials (Optuna's default)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-# objective(lrs) -> one (value or None, user attributes) per lr; None marks a diverged run.
-BatchObjective = Callable[[Sequence[float]], list[tuple[float | None, dict]]]
+# objective(points) -> one (value or None, user attributes) per point of the space (the sampled
+# dimensions and the fixed ones); None marks a diverged run.
+BatchObjective = Callable[[Sequence[dict]], list[tuple[float | None, dict]]]
 
 
 def storage_for(spec: str | None, out: Path) -> BaseStorage:
@@ -199,15 +204,20 @@ def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None, attrs: 
         study.tell(trial, value)
 
 
-def _evaluate(study: optuna.Study, trials: list[optuna.Trial], objective: BatchObjective,
-              on_trial: Callable[[int, float, float | None], None] | None) -> None:
-    lrs = [trial.params[LR_PARAM] for trial in trials]
+def trial_point(trial: FrozenTrial | optuna.Trial, space: SearchSpace) -> dict:
+    """The point a trial stands for: its sampled parameters plus the space's fixed values."""
+    return {**{name: trial.params[name] for name in space.tuned}, **space.fixed}
+
+
+def _evaluate(study: optuna.Study, trials: list[optuna.Trial], objective: BatchObjective, space: SearchSpace,
+              on_trial: Callable[[int, dict, float | None], None] | None) -> None:
+    points = [trial_point(trial, space) for trial in trials]
     with _heartbeats(study, trials):
-        outcomes = objective(lrs)
-    for trial, lr, (value, attrs) in zip(trials, lrs, outcomes):
+        outcomes = objective(points)
+    for trial, point, (value, attrs) in zip(trials, points, outcomes):
         _tell(study, trial, value, attrs)
         if on_trial:
-            on_trial(trial.number, lr, value)
+            on_trial(trial.number, point, value)
 
 
 def run_study(
@@ -215,12 +225,12 @@ def run_study(
     objective: BatchObjective,
     *,
     n_trials: int,
-    lr_range: tuple[float, float],
+    space: SearchSpace,
     seed: int,
     batch_size: int = 1,
     batch_startup: bool = False,
     resume_running: bool = True,
-    on_trial: Callable[[int, float, float | None], None] | None = None,
+    on_trial: Callable[[int, dict, float | None], None] | None = None,
 ) -> None:
     """Run trials, ``batch_size`` at a time, until ``n_trials`` count as finished.
 
@@ -229,10 +239,12 @@ def run_study(
 
     ``batch_startup``: TPE's first ``STARTUP_TRIALS`` trials are random draws that depend on
     nothing but the sampler seed, so they are asked together and handed to ``objective`` as one
-    batch — the same learning rates, in the same order, as asking them one by one (only for a
-    study this process owns; workers sharing a study take them one at a time).
+    batch — the same points, in the same order, as asking them one by one (only for a study
+    this process owns; workers sharing a study take them one at a time).
+
+    A space whose every dimension is fixed has nothing to sample: each trial is the same point.
     """
-    distribution = FloatDistribution(lr_range[0], lr_range[1], log=True)
+    distributions = space.distributions()
     heartbeat = optuna.storages._heartbeat.is_heartbeat_enabled(study._storage)
 
     batch_startup = batch_startup and resume_running
@@ -240,11 +252,11 @@ def run_study(
         stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         budget = n_trials - len(finished_trials(study))
         stale = stale[: max(budget, 0)]
-        _draw_missing_lrs(study, stale, distribution, seed)
+        stale = _draw_missing_params(study, stale, distributions, seed)
         chunk = max(batch_size, STARTUP_TRIALS if batch_startup else 1)
         for start in range(0, len(stale), chunk):
             trials = [optuna.Trial(study, t._trial_id) for t in stale[start : start + chunk]]
-            _evaluate(study, trials, objective, on_trial)
+            _evaluate(study, trials, objective, space, on_trial)
 
     while True:
         if heartbeat:
@@ -264,10 +276,10 @@ def run_study(
         asked = []
         for position in range(done, done + room):
             study.sampler = _sampler(seed, position)
-            asked.append(study.ask({LR_PARAM: distribution}))
+            asked.append(study.ask(distributions))
         kept = _drop_surplus(study, asked, n_trials)
         if kept:
-            _evaluate(study, kept, objective, on_trial)
+            _evaluate(study, kept, objective, space, on_trial)
 
 
 def _sampler(seed: int, position: int) -> optuna.samplers.TPESampler:
@@ -277,19 +289,47 @@ def _sampler(seed: int, position: int) -> optuna.samplers.TPESampler:
                                       n_startup_trials=STARTUP_TRIALS)
 
 
-def _draw_missing_lrs(study: optuna.Study, stale: list[FrozenTrial], distribution: FloatDistribution,
-                      seed: int) -> None:
-    """Give an lr to every RUNNING trial that has none: a run killed inside ``ask`` (after the new
-    trial was stored, before its lr was) leaves one. The draw is the one that ``ask`` was making —
-    the same sampler seed, the same history — so the resumed run stays the uninterrupted one."""
+def _suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> None:
+    """``trial.suggest_*`` for one distribution (Optuna's public API has one method per type)."""
+    if isinstance(distribution, FloatDistribution):
+        trial.suggest_float(name, distribution.low, distribution.high, log=distribution.log)
+    elif isinstance(distribution, IntDistribution):
+        trial.suggest_int(name, distribution.low, distribution.high, log=distribution.log)
+    elif isinstance(distribution, CategoricalDistribution):
+        trial.suggest_categorical(name, distribution.choices)
+    else:
+        raise TypeError(f"unsupported distribution {distribution!r}")
+
+
+def _draw_missing_params(study: optuna.Study, stale: list[FrozenTrial], distributions: dict[str, BaseDistribution],
+                         seed: int) -> list[FrozenTrial]:
+    """Complete the RUNNING trials that a run killed inside ``ask`` left without parameters, and
+    return the trials to re-evaluate.
+
+    A trial with none of its parameters gets them drawn exactly as ``ask`` was drawing them (the
+    same sampler seed, the same history, the same order), under its own number. A trial with only
+    some of them (a kill between two parameters of a larger space) cannot be completed that way —
+    the draws of the stored ones are gone from the sampler's random stream — so it is closed as an
+    abandoned FAIL, which neither counts nor enters TPE's history, and the next ``ask`` draws
+    the same point again. Either way the resumed study proposes what the uninterrupted one did.
+    """
     trials = study.get_trials(deepcopy=False)
+    keep = []
     for trial in stale:
-        if LR_PARAM in trial.params:
+        present = [name for name in distributions if name in trial.params]
+        if len(present) == len(distributions):
+            keep.append(trial)
+            continue
+        if present:
+            study.tell(trial.number, state=TrialState.FAIL)
             continue
         position = sum(1 for t in trials if t.number < trial.number and (_counts(t) or t.state == TrialState.RUNNING))
         study.sampler = _sampler(seed, position)
-        optuna.Trial(study, trial._trial_id).suggest_float(LR_PARAM, distribution.low, distribution.high,
-                                                           log=distribution.log)
+        live = optuna.Trial(study, trial._trial_id)
+        for name, distribution in distributions.items():
+            _suggest(live, name, distribution)
+        keep.append(trial)
+    return keep
 
 
 def _drop_surplus(study: optuna.Study, asked: list[optuna.Trial], n_trials: int) -> list[optuna.Trial]:

@@ -1,0 +1,280 @@
+"""The comparison pipeline: tune each arm on its own Optuna studies, train the best settings with
+paired seeds (and, for the ablation, at the other arms' lrs), assemble and write the results.
+
+Data flows one way: workload -> training -> tuning -> results.json -> report. Every stage keeps
+its finished work on disk (the study storage; one file per final run, :mod:`.store`), so running
+the same command again after an interruption redoes nothing that finished.
+
+With ``studies`` > 1 each arm is tuned in that many independent studies (sampler seeds ``seed``,
+``seed + 1``, ...; the same training seed for every trial), and each study's best setting gets its
+own final runs: the spread across studies is the tuning luck the report shows. The arm's headline
+result is that of its first study, as with one study.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hessian_lr.arms import Arm, check_space, get_arm, provenance
+from hessian_lr.config import CompareConfig
+from hessian_lr.pipeline.execution import Progress, ProgressEvent, executor, no_progress
+from hessian_lr.pipeline.store import FinalRun, RunStore
+from hessian_lr.results import ArmResults, Results, TrialRecord, versions
+from hessian_lr.training import Run, initial_model, train
+from hessian_lr.tuning import finished_trials, open_study, run_study, storage_for
+from hessian_lr.tuning.space import Float, assemble_hyperparameters
+from hessian_lr.tuning.study import requeue_running, trial_point
+from hessian_lr.workloads import get_workload
+
+__all__ = ["run_compare", "run_worker", "study_name", "TuneTask", "FinalsTask", "plan_final_runs", "check_spaces",
+           "tune_arm"]
+
+
+# -- studies -----------------------------------------------------------------------------------------
+
+def study_name(config: CompareConfig, arm: str, study_index: int = 0) -> str:
+    suffix = "" if study_index == 0 else f".s{study_index}"
+    return f"{config.study}.{config.workload}.{arm}.{config.study_fingerprint(arm)}{suffix}"
+
+
+def _open(config: CompareConfig, arm: str, study_index: int):
+    return open_study(storage_for(config.storage, config.out), study_name(config, arm, study_index),
+                      config.study_fingerprint(arm),
+                      attrs={"config": config.to_dict(), "arm": arm, "study_index": study_index})
+
+
+def _hyperparameters(arm: Arm, point: dict[str, Any]) -> dict[str, Any]:
+    return assemble_hyperparameters(point, arm.defaults)
+
+
+@dataclass(frozen=True)
+class TuneTask:
+    """One process's share of one of an arm's studies (and, for the first such share, that
+    study's final runs, which need nothing from the other arms: a fast arm never waits for a
+    slow one)."""
+
+    config: CompareConfig
+    arm: str
+    study_index: int = 0
+    owns_study: bool = True  # the only process on the study: re-evaluates its interrupted trials
+    train_finals: bool = True
+
+
+@dataclass(frozen=True)
+class FinalsTask:
+    """Final runs of one arm whose results are not in the run store yet."""
+
+    config: CompareConfig
+    arm: str
+    runs: tuple[FinalRun, ...]
+
+
+def tune_arm(config: CompareConfig, arm_name: str, study_index: int = 0, *, owns_study: bool = True,
+             progress: Progress = no_progress) -> None:
+    """Run study ``study_index`` of ``arm_name`` until ``config.trials`` trials have finished."""
+    arm, workload = get_arm(arm_name), get_workload(config.workload)
+    space = config.arm_spaces[arm_name]
+    study = _open(config, arm_name, study_index)
+
+    def objective(points: Sequence[dict]) -> list[tuple[float | None, dict]]:
+        # The study hands over the trials that may train together (a batch, or TPE's start-up).
+        runs = [Run(_hyperparameters(arm, point), config.seed) for point in points]
+        results = train(workload, arm, runs, epochs=config.epochs, evaluate_test=False, batch=len(runs) > 1,
+                        progress=lambda count: progress(ProgressEvent(arm_name, "epoch", count=count)))
+        return [(r.val_loss, {"val_loss_curve": r.val_loss_curve, "wall_s": r.wall_s}) for r in results]
+
+    run_study(study, objective, n_trials=config.trials, space=space, seed=config.study_seed(study_index),
+              batch_size=config.batch_trials, batch_startup=config.batch_startup, resume_running=owns_study,
+              on_trial=lambda number, point, value: progress(ProgressEvent(arm_name, "trial", number, value)))
+
+
+def _trial_records(config: CompareConfig, arm: str, study_index: int) -> list[TrialRecord]:
+    space = config.arm_spaces[arm]
+    trials = finished_trials(_open(config, arm, study_index))[: config.trials]
+    records = []
+    for position, trial in enumerate(trials):
+        point = trial_point(trial, space)
+        records.append(TrialRecord(number=position, lr=point.get("lr"), value=trial.value, state=trial.state.name,
+                                   params=point, study=study_index))
+    return records
+
+
+def _best(trials: list[TrialRecord], arm: str) -> TrialRecord:
+    completed = [t for t in trials if t.state == "COMPLETE" and t.value is not None]
+    if not completed:
+        raise RuntimeError(f"every trial of {arm} diverged; narrow its search space (e.g. --lr-high)")
+    return min(completed, key=lambda t: (t.value, t.number))
+
+
+# -- final runs --------------------------------------------------------------------------------------
+
+def _tunes_lr(config: CompareConfig, arm: str) -> bool:
+    return isinstance(config.arm_spaces[arm].get("lr"), Float)
+
+
+def plan_final_runs(config: CompareConfig, best: dict[str, dict[str, Any]],
+                    arms: Sequence[str] | None = None) -> dict[str, dict[str, list[FinalRun]]]:
+    """``plan[arm][source]``: the runs of ``arm`` at ``source``'s tuned lr, one per seed.
+
+    ``best[arm]`` is the arm's best point (its first study's). ``source == arm`` are the finals;
+    the others (with ``config.ablation``) the equal-lr ablation: ``arm``'s own best setting with
+    the lr replaced by ``source``'s (only between arms whose spaces tune the lr). ``arms`` limits
+    the plan to those arms' own finals (the other arms' settings may not be known yet)."""
+    arm_objects = {name: get_arm(name) for name in config.optimizers}
+    plan: dict[str, dict[str, list[FinalRun]]] = {}
+    for arm in arms or config.optimizers:
+        sources = [arm]
+        if config.ablation and arms is None and _tunes_lr(config, arm):
+            sources += [s for s in config.optimizers if s != arm and _tunes_lr(config, s)]
+        plan[arm] = {}
+        for source in sources:
+            point = dict(best[arm], lr=best[source]["lr"]) if source != arm else best[arm]
+            hyperparameters = _hyperparameters(arm_objects[arm], point)
+            plan[arm][source] = [FinalRun.of(arm, hyperparameters, seed, config.epochs, config.workload)
+                                 for seed in config.final_seeds]
+    return plan
+
+
+def train_finals(task: FinalsTask, progress: Progress = no_progress) -> None:
+    """Train the task's runs that the store does not hold; each result is saved as it finishes
+    (``config.finals_batch`` at a time: a kill loses at most one batch)."""
+    config, store = task.config, RunStore(task.config.out)
+    arm, workload = get_arm(task.arm), get_workload(config.workload)
+    todo = [run for run in task.runs if not store.has(run)]
+    size = config.finals_batch
+    for start in range(0, len(todo), size):
+        chunk = todo[start : start + size]
+        results = train(workload, arm, [Run(r.hyperparameters, r.seed) for r in chunk], epochs=config.epochs,
+                        batch=len(chunk) > 1, progress=lambda count: progress(ProgressEvent("final", "epoch",
+                                                                                             count=count)))
+        for run, result in zip(chunk, results):
+            store.save(run, result.to_dict())
+
+
+def _study_finals(config: CompareConfig, arm: str, study_index: int) -> list[FinalRun]:
+    best = _best(_trial_records(config, arm, study_index), arm)
+    return plan_final_runs(config, {arm: best.params}, arms=(arm,))[arm][arm]
+
+
+def tune_and_train_finals(task: TuneTask, progress: Progress = no_progress) -> None:
+    """A process's share of an arm's study, then (if it is the first) that study's finals."""
+    tune_arm(task.config, task.arm, task.study_index, owns_study=task.owns_study, progress=progress)
+    if task.train_finals:
+        train_finals(FinalsTask(task.config, task.arm, tuple(_study_finals(task.config, task.arm, task.study_index))),
+                     progress)
+
+
+# -- orchestration -----------------------------------------------------------------------------------
+
+def check_spaces(config: CompareConfig) -> None:
+    """Refuse, before any training, a space that does not fit its arm (see
+    :func:`~hessian_lr.arms.check_space`); the optimizers are built on the workload's shapes."""
+    with torch.random.fork_rng(devices=[]):
+        params = list(initial_model(get_workload(config.workload), config.seed).parameters())
+    for arm in config.optimizers:
+        check_space(get_arm(arm), config.arm_spaces[arm], params)
+
+
+def _stage_one_tasks(config: CompareConfig) -> list[TuneTask]:
+    """Spread the workers over the studies. A study with one process re-evaluates its own
+    interrupted trials (deterministic resume); shared journal studies get them re-queued first;
+    RDB studies recover them through heartbeats."""
+    studies = [(arm, index) for arm in config.optimizers for index in range(config.studies)]
+    workers = max(config.workers, len(studies))
+    shared_rdb = bool(config.storage and "://" in config.storage)
+    tasks = []
+    for position, (arm, index) in enumerate(studies):
+        processes = workers // len(studies) + (position < workers % len(studies))
+        if processes > 1 and not shared_rdb:
+            requeue_running(_open(config, arm, index))
+        owns = processes == 1 and not shared_rdb
+        tasks += [TuneTask(config, arm, index, owns, worker == 0) for worker in range(processes)]
+    # Longest first: this process takes the first task and has no start-up cost of its own.
+    return sorted(tasks, key=lambda task: -get_arm(task.arm).relative_cost)
+
+
+def run_compare(config: CompareConfig, progress: Progress = no_progress) -> Results:
+    """Tune, train the finals (and ablation) and write every output into ``config.out``."""
+    from hessian_lr.pipeline.outputs import write_outputs
+
+    store = RunStore(config.out)
+    check_spaces(config)
+    with store.exclusive():
+        store.write_config(config.to_dict())
+        for arm in config.optimizers:  # storage schema and studies made once, before workers race for them
+            for index in range(config.studies):
+                _open(config, arm, index)
+        with executor(config.workers, config.threads, config.lanes, progress) as run_all:
+            run_all(tune_and_train_finals, _stage_one_tasks(config))
+            trials = {arm: [_trial_records(config, arm, i) for i in range(config.studies)] for arm in config.optimizers}
+            best = {arm: [_best(records, arm) for records in trials[arm]] for arm in config.optimizers}
+            plan = plan_final_runs(config, {arm: best[arm][0].params for arm in config.optimizers})
+            ablation = {arm: [run for source, runs in sources.items() if source != arm for run in runs]
+                        for arm, sources in plan.items()}
+            run_all(train_finals, [FinalsTask(config, arm, tuple(runs)) for arm, runs in ablation.items() if runs])
+        results = assemble_results(config, store, trials, best, plan)
+        write_outputs(results, config.out)
+    return results
+
+
+def assemble_results(config: CompareConfig, store: RunStore, trials: dict[str, list[list[TrialRecord]]],
+                     best: dict[str, list[TrialRecord]], plan: dict[str, dict[str, list[FinalRun]]]) -> Results:
+    """Results from the studies' records and the stored final runs (all present by now)."""
+    def load(runs: Sequence[FinalRun]) -> list[dict]:
+        loaded = [store.load(run) for run in runs]
+        missing = [run.key for run, data in zip(runs, loaded) if data is None]
+        if missing:
+            raise RuntimeError(f"final runs missing from {store.out / 'runs'}: {', '.join(missing)}")
+        return loaded  # type: ignore[return-value]
+
+    optimizers, packages = {}, {}
+    for arm in config.optimizers:
+        arm_object = get_arm(arm)
+        seeds = load(plan[arm][arm])
+        head = best[arm][0]
+        source = provenance(arm_object)
+        packages.update({info["distribution"]: info["version"] for info in source["packages"].values()
+                         if info["distribution"]})
+        studies = []
+        if config.studies > 1:
+            for index, study_best in enumerate(best[arm]):
+                runs = load(_study_finals(config, arm, index))
+                studies.append({"study": index, "sampler_seed": config.study_seed(index),
+                                "best_value": study_best.value, "best_params": study_best.params,
+                                "final": {**runs[0], "seeds": runs}})
+        optimizers[arm] = ArmResults(
+            best_lr=head.lr, best_value=head.value, trials=[t for records in trials[arm] for t in records],
+            final={**seeds[0], "seeds": seeds}, best_params=_hyperparameters(arm_object, head.params),
+            space=config.arm_spaces[arm].to_json(), source=source, studies=studies)
+    extra: dict[str, Any] = {}
+    if config.ablation:
+        extra["ablation_runs"] = {arm: {source: load(runs) for source, runs in plan[arm].items() if source != arm}
+                                  for arm in config.optimizers}
+    return Results(config={**config.to_dict(), "arm_spaces": config.resolved_spaces()},
+                   versions=versions(packages), optimizers=optimizers, extra=extra)
+
+
+def run_worker(storage: str, study: str, threads: int = 1, progress: Progress = no_progress) -> list[str]:
+    """Join every unfinished study named ``study`` (or ``study.*``) in ``storage`` and run its
+    trials until its budget is met; several workers on several machines may do this at once.
+    Returns the names of the studies worked on."""
+    import optuna
+
+    torch.set_num_threads(threads)
+    backend = storage_for(storage, Path("."))
+    names = [s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)
+             if s.study_name == study or s.study_name.startswith(f"{study}.")]
+    if not names:
+        raise ValueError(f"no study named {study!r} (or {study}.*) in the storage; start it with hessian-lr compare")
+    for name in sorted(names):
+        attrs = optuna.load_study(study_name=name, storage=backend).user_attrs
+        if "config" not in attrs or "arm" not in attrs:
+            raise ValueError(f"study {name!r} was not made by hessian-lr compare")
+        config = CompareConfig(**{**attrs["config"], "storage": storage})
+        tune_arm(config, attrs["arm"], int(attrs.get("study_index", 0)), owns_study=False, progress=progress)
+    return sorted(names)

@@ -1,0 +1,159 @@
+"""Parallel execution of the pipeline's tasks: worker processes, lanes (threads), progress.
+
+:func:`executor` yields ``run(fn, tasks)`` that computes ``[fn(task, progress) for task in tasks]``
+on ``config.workers`` processes with ``config.threads`` intra-op threads each. This process is one
+of them: it runs the first task itself while the others go to a spawn pool (no start-up cost for
+one worker, and none at all with one worker). A single process runs up to ``config.lanes`` tasks
+at once in threads (:func:`in_lanes`): batched training spends its time in torch ops that release
+the GIL, so lanes use the cores in parallel without a second process's start-up.
+
+Progress flows one way: a task calls ``progress(event)``; in worker processes that puts the event
+on a queue that a relay thread of this process drains into the caller's callback.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+
+__all__ = ["ProgressEvent", "Progress", "no_progress", "executor", "in_lanes", "Runner"]
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """What a task reports: ``kind`` is ``"epoch"`` (``count`` model-epochs done) or ``"trial"``
+    (trial ``trial`` of ``task`` finished with ``value``, None if it diverged)."""
+
+    task: str
+    kind: str
+    trial: int | None = None
+    value: float | None = None
+    count: int = 1
+
+
+Progress = Callable[[ProgressEvent], None]
+Task = TypeVar("Task")
+Runner = Callable[[Callable[[Any, Progress], Any], Sequence[Any]], list[Any]]
+
+
+def no_progress(event: ProgressEvent) -> None:
+    pass
+
+
+_worker_progress: Progress = no_progress
+
+
+def _init_worker(queue: Any, threads: int) -> None:
+    global _worker_progress
+    torch.set_num_threads(threads)
+    _worker_progress = queue.put
+
+
+def _in_worker(fn: Callable[[Any, Progress], Any], task: Any) -> Any:
+    """How a worker process runs a task: with the queue as its progress callback."""
+    return fn(task, _worker_progress)
+
+
+class _LanesStopped(Exception):
+    """Raised in a lane at its next progress report once another lane failed or was interrupted."""
+
+
+def in_lanes(lanes: int, fn: Callable[[Task, Progress], Any], tasks: Sequence[Task], progress: Progress) -> list[Any]:
+    """``[fn(task, progress) for task in tasks]``, up to ``lanes`` at once: this thread and
+    ``lanes - 1`` more take the tasks in order.
+
+    When a task fails, or this thread is interrupted (Ctrl-C), the other lanes stop at their
+    next progress report (every epoch) and are joined before the error is raised: no thread is
+    left inside torch while the interpreter exits, and everything finished is kept."""
+    if lanes <= 1 or len(tasks) <= 1:
+        return [fn(task, progress) for task in tasks]
+    results: list[Any] = [None] * len(tasks)
+    errors: dict[int, BaseException] = {}
+    next_index = iter(range(len(tasks)))
+    take = threading.Lock()
+    stop = threading.Event()
+
+    def checked(event: ProgressEvent) -> None:
+        if stop.is_set():
+            raise _LanesStopped
+        progress(event)
+
+    def lane() -> None:
+        while not stop.is_set():
+            with take:
+                index = next(next_index, None)
+            if index is None:
+                return
+            try:
+                results[index] = fn(tasks[index], checked)
+            except _LanesStopped:
+                return
+            except BaseException as exc:  # noqa: BLE001 - raised by the calling thread below
+                errors[index] = exc
+                stop.set()
+                return
+
+    others = [threading.Thread(target=lane, daemon=True, name=f"hessian-lr-lane-{i + 1}")
+              for i in range(min(lanes, len(tasks)) - 1)]
+    for thread in others:
+        thread.start()
+    try:
+        lane()
+        for thread in others:
+            thread.join()
+    except BaseException:
+        stop.set()
+        for thread in others:
+            thread.join()
+        raise
+    if errors:
+        raise errors[min(errors)]
+    return results
+
+
+@contextmanager
+def executor(workers: int, threads: int, lanes: int, progress: Progress) -> Iterator[Runner]:
+    """``run(fn, tasks)`` on ``workers`` processes of ``threads`` intra-op threads each (see the
+    module docstring); one process runs ``lanes`` tasks at once in threads."""
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    helpers = workers - 1
+    if helpers < 1:
+        try:
+            yield lambda fn, tasks: in_lanes(lanes, fn, list(tasks), progress)
+        finally:
+            torch.set_num_threads(previous_threads)
+        return
+    ctx = mp.get_context("spawn")  # fork is unsafe once torch's thread pools exist
+    queue = ctx.Queue()
+
+    def relay() -> None:
+        while (event := queue.get()) is not None:
+            progress(event)
+
+    listener = threading.Thread(target=relay, daemon=True)
+    listener.start()
+    pool = ProcessPoolExecutor(helpers, mp_context=ctx, initializer=_init_worker, initargs=(queue, threads))
+
+    def run(fn: Callable[[Any, Progress], Any], tasks: Sequence[Any]) -> list[Any]:
+        if not tasks:
+            return []
+        futures = [pool.submit(_in_worker, fn, task) for task in tasks[1:]]
+        first = fn(tasks[0], progress)
+        return [first, *(future.result() for future in futures)]
+
+    try:
+        yield run
+    finally:
+        # Don't wait for the workers to exit (torch's teardown takes ~1 s): outputs come first.
+        pool.shutdown(wait=False, cancel_futures=True)
+        queue.put(None)
+        listener.join(timeout=5)
+        torch.set_num_threads(previous_threads)

@@ -1,0 +1,108 @@
+"""The run store: what a run folder holds and how its files are named, read, written and locked.
+
+A run folder (``--out``) holds ``config.json``, the Optuna journal (unless ``--storage`` puts the
+studies elsewhere), one JSON file per finished final run under ``runs/`` (what resuming reuses),
+and the outputs (``results.json``, ``trials.csv``, the report). Everything is written atomically
+(a temporary file, then ``os.replace``), so a kill leaves the old file or the new one. A run
+file that cannot be read back (a disk filled mid-write by something else, a hand edit) is moved
+aside as ``*.corrupt`` and its run trained again, never silently reused or fatal to every rerun.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hessian_lr.results import read_json, write_json
+
+__all__ = ["FinalRun", "RunStore", "hyperparameters_text"]
+
+
+def hyperparameters_text(hyperparameters: Mapping[str, Any]) -> str:
+    """Canonical JSON of a hyperparameter dict (tuples as lists): equal settings, equal text."""
+    return json.dumps(hyperparameters, sort_keys=True, default=list)
+
+
+@dataclass(frozen=True)
+class FinalRun:
+    """One final training run of an arm (a tuned setting, or another arm's lr in the ablation)."""
+
+    arm: str
+    hyperparameters_json: str  # hyperparameters_text(...) of the optimizer's constructor arguments
+    seed: int
+    epochs: int
+    workload: str
+
+    @classmethod
+    def of(cls, arm: str, hyperparameters: Mapping[str, Any], seed: int, epochs: int, workload: str) -> FinalRun:
+        return cls(arm, hyperparameters_text(hyperparameters), seed, epochs, workload)
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        return json.loads(self.hyperparameters_json)
+
+    @property
+    def key(self) -> str:
+        """The run file's name: readable where it can be, a hash of the settings where not."""
+        arm = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.arm)
+        digest = hashlib.sha256(self.hyperparameters_json.encode()).hexdigest()[:12]
+        lr = self.hyperparameters.get("lr")
+        lr_text = f".lr{lr!r}" if isinstance(lr, float) else ""
+        return f"{self.workload}.{arm}{lr_text}.hp{digest}.seed{self.seed}.e{self.epochs}"
+
+
+class RunStore:
+    """The files of one run folder."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+
+    @property
+    def journal(self) -> Path:
+        return self.out / "optuna.journal"
+
+    def run_path(self, run: FinalRun) -> Path:
+        return self.out / "runs" / f"{run.key}.json"
+
+    def has(self, run: FinalRun) -> bool:
+        return self.load(run) is not None
+
+    def load(self, run: FinalRun) -> dict[str, Any] | None:
+        """The saved result of ``run``, or None if there is none or it cannot be read (then it is
+        moved aside as ``<name>.corrupt`` so that the run is trained again)."""
+        path = self.run_path(run)
+        if not path.exists():
+            return None
+        try:
+            data = read_json(path)
+            if not isinstance(data, dict) or "val_loss_curve" not in data:
+                raise ValueError("not a run result")
+        except (OSError, ValueError):
+            path.replace(path.with_name(path.name + ".corrupt"))
+            return None
+        return data
+
+    def save(self, run: FinalRun, result: Mapping[str, Any]) -> None:
+        write_json(self.run_path(run), dict(result))
+
+    def write_config(self, config: Mapping[str, Any]) -> None:
+        write_json(self.out / "config.json", dict(config))
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold ``out/.lock`` so two compare commands never share a run folder by accident (the
+        kernel drops the lock when its process dies: a killed run leaves no stale lock)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / ".lock", "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ValueError(f"another hessian-lr process is using {self.out}") from None
+            yield

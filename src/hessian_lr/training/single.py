@@ -1,0 +1,73 @@
+"""One model and its optimizer, stepped the plain way: the reference the batched engine matches.
+
+Read it top to bottom: ``logits = model(x)``, ``loss = loss_fn(logits, y)`` (+ the workload's
+L2 penalty), the arm's backward, ``optimizer.step()``, ``optimizer.zero_grad(set_to_none=True)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from hessian_lr.arms import Arm
+from hessian_lr.training.loop import Run, initial_model
+from hessian_lr.workloads import Workload
+
+__all__ = ["SingleModel"]
+
+
+class SingleModel:
+    """A :class:`~hessian_lr.training.loop.ModelSet` of one ``nn.Module`` (inputs ``[1, B, ...]``)."""
+
+    size = 1
+
+    def __init__(self, workload: Workload, arm: Arm, run: Run) -> None:
+        self.workload, self.arm = workload, arm
+        self.model = initial_model(workload, run.seed)
+        self.params = list(self.model.parameters())
+        self.optimizer = arm.build(self.params, **run.hyperparameters)
+        self.steps = 0
+        self.stopped = False
+        self.penalty = getattr(workload, "l2", 0.0) != 0.0
+
+    def train_mode(self) -> None:
+        self.model.train()
+        self.arm.step.train(self.optimizer)
+
+    def eval_mode(self) -> None:
+        self.model.eval()
+        self.arm.step.eval(self.optimizer)
+
+    def step(self, x: Tensor, y: Tensor) -> Tensor | None:
+        if self.stopped:
+            return None
+        logits = self.model(x[0])
+        loss = self.workload.loss_fn(logits, y[0])
+        if self.penalty:
+            loss = loss + self.workload.penalty(self.params)
+        try:
+            self.arm.step.backward(self.optimizer, loss, logits=logits, step=self.steps)
+            self.optimizer.step()
+        except FloatingPointError:  # HessianLRAdaptation refuses a non-finite gradient
+            self.stopped = True
+        finally:
+            # Frees the gradients, and with them any graph they hold (p -> p.grad -> graph -> p is
+            # a reference cycle that would otherwise outlive the step).
+            self.optimizer.zero_grad(set_to_none=True)
+        self.steps += 1
+        return torch.ones(1, dtype=torch.bool) if self.stopped else None
+
+    def resume(self) -> None:
+        self.stopped = False
+
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, y: Tensor, accuracy: bool) -> tuple[Tensor, Tensor | None]:
+        outputs = self.model(x)
+        loss = self.workload.loss_fn(outputs, y).reshape(1)
+        return loss, (outputs.argmax(dim=-1) == y).float().mean().reshape(1) if accuracy else None
+
+    def keep(self, positions: Sequence[int]) -> None:
+        if not positions:  # the run ended; nothing else to free
+            self.optimizer.zero_grad(set_to_none=True)

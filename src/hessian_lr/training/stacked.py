@@ -1,0 +1,358 @@
+"""K models of one workload trained at once, each by the arm's own optimizer.
+
+Parameters live in one flat buffer laid out parameter-major: for every parameter of the model a
+contiguous ``[K, *shape]`` block (``self.params[i]``), so that row ``k`` of every block is model
+``k``. Two things are independent:
+
+**Gradients** (one of two paths):
+
+* the generic path — ``torch.func.vmap`` over ``torch.func.functional_call`` of the workload's
+  model, one forward for all K models, the per-model losses summed and handed to the arm's
+  backward (the sum's gradient with respect to model k's parameters is model k's own gradient);
+  any workload model without changing buffers, any arm whose step ``stacks``;
+* :class:`~hessian_lr.training.mlp.BatchedMLP` — a hand-written batched forward/backward for
+  ReLU MLPs under cross-entropy (measured ~3× faster than the generic path on mnist1d-mlp,
+  ``benchmarks/batched_training.py``), used when the arm's backward is a plain one.
+
+**Optimizers** — always the arm's own ``torch.optim.Optimizer``, built by ``arm.build`` with each
+model's hyperparameters. Runs whose hyperparameters differ only in the lr form a group (their
+rows are made contiguous). A group whose optimizer passes the stacking probe
+(:mod:`~hessian_lr.training.stacking`: row-separable, linear in the lr) gets ONE optimizer over
+its stacked ``[k, *shape]`` views, stepped at the group's largest lr, and each row's change is
+then scaled by ``lr_row / lr_largest``; any other group gets one optimizer per model, over
+``[*shape]`` views of its rows (Muon, SOAP, Shampoo, Kron: nothing mixes statistics across
+models). Either way the optimizer's views write straight into the flat buffer.
+
+Divergence: before every optimizer step the gradients are checked per row (one reduction in the
+common case). A row with inf/NaN is stopped for the rest of the epoch — its gradient and its
+parameters are zeroed, its optimizer does not see it (a per-model optimizer skips its step; a
+stacked one sees zeros, and the row is restored to zeros after the step) — so nothing non-finite
+reaches another row. At the end of the epoch the skeleton drops it; the flat buffers shrink and
+stacked optimizers have their state sliced (:func:`~hessian_lr.training.stacking.compact_optimizer`,
+which the probe checks; an optimizer that cannot be sliced keeps the dead row, zeroed).
+
+Agreement with one-at-a-time training is to float tolerance, not bitwise: batched GEMMs round
+differently from per-model ``addmm``, and a per-row lr is applied as a scaled change. At chaotic
+learning rates a one-ulp difference grows like any perturbation (``docs/engine.md``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+from hessian_lr.arms import Arm
+from hessian_lr.training.loop import Run, initial_model
+from hessian_lr.training.mlp import BatchedMLP
+from hessian_lr.training.stacking import LR, compact_optimizer, hyperparameter_key, stacking_of
+from hessian_lr.workloads import Workload
+
+__all__ = ["StackedModels", "generic_path_supports"]
+
+
+def generic_path_supports(model: nn.Module) -> bool:
+    """The generic path needs a model without running statistics (BatchNorm buffers) or dropout."""
+    if any(True for _ in model.buffers()):
+        return False
+    return not any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
+
+
+@dataclass
+class _Unit:
+    """One optimizer and the rows ``start .. stop-1`` it updates."""
+
+    optimizer: Optimizer
+    leaves: list[Tensor]  # its parameters: [rows, *shape] views (stacked) or [*shape] views (one model)
+    start: int
+    stop: int
+    stacked: bool
+    hyperparameters: dict[str, Any]
+    lr_scale: Tensor | None = None  # per-row lr / the lr the optimizer steps at (stacked units only)
+
+    @property
+    def rows(self) -> range:
+        return range(self.start, self.stop)
+
+
+def _views(flat: Tensor, shapes: Sequence[tuple[int, ...]], rows: int) -> list[Tensor]:
+    """``[rows, *shape]`` views of consecutive blocks of ``flat``."""
+    views, offset = [], 0
+    for shape in shapes:
+        size = rows * math.prod(shape)
+        views.append(flat[offset : offset + size].view(rows, *shape))
+        offset += size
+    return views
+
+
+class StackedModels:
+    """A :class:`~hessian_lr.training.loop.ModelSet` of K stacked models (see the module docstring).
+
+    Args:
+        workload: the workload (its model, loss, L2 penalty).
+        arm: the arm; its step must stack (``arm.step.stacks``).
+        runs: one per model, in row order; initial weights from each run's seed. Consecutive
+            runs whose hyperparameters differ only in the lr share an optimizer where that is
+            the same training (:func:`~hessian_lr.training.loop.train` orders them so).
+    """
+
+    def __init__(self, workload: Workload, arm: Arm, runs: Sequence[Run]) -> None:
+        if not arm.step.stacks:
+            raise ValueError(f"arm {arm.name!r}: its training step does not stack models")
+        self.workload, self.arm = workload, arm
+        self.runs = list(runs)
+
+        initial: dict[int, list[Tensor]] = {}
+        model = None
+        for run in self.runs:
+            if run.seed not in initial:
+                model = initial_model(workload, run.seed)
+                initial[run.seed] = [p.detach() for p in model.parameters()]
+        assert model is not None
+        self.model = model.eval()
+        self.names = [name for name, _ in model.named_parameters()]
+        self.shapes = [tuple(p.shape) for p in model.parameters()]
+        dtype = next(model.parameters()).dtype
+        k = len(self.runs)
+        self.flat = torch.empty(k * sum(math.prod(s) for s in self.shapes), dtype=dtype)
+        self.params = _views(self.flat, self.shapes, k)
+        for i, block in enumerate(self.params):
+            torch.stack([initial[run.seed][i] for run in self.runs], out=block)
+        self.l2 = float(getattr(workload, "l2", 0.0))
+
+        self.mlp = BatchedMLP(model, self.names) if (
+            arm.step.plain and BatchedMLP.supports(model, workload.loss_fn, l2=self.l2)) else None
+        if self.mlp is None and not generic_path_supports(model):
+            raise ValueError(f"workload {workload.name!r}: its model has buffers or dropout, which the batched "
+                             "engine does not stack")
+        self.gflat = torch.zeros_like(self.flat) if self.mlp is not None else None
+        self.grads = _views(self.gflat, self.shapes, k) if self.gflat is not None else []
+        self.units = self._build_units()
+        self._scaled = any(u.lr_scale is not None for u in self.units)
+        self._saved = torch.empty_like(self.flat) if self._scaled else None
+        self._scale_flat = self._flat_scale() if self._scaled else None
+        self.stopped = torch.zeros(k, dtype=torch.bool)
+        self.steps = 0
+        self._functional = None if self.mlp is not None else self._make_functional()
+
+    # -- construction --------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return len(self.runs)
+
+    def _build_units(self) -> list[_Unit]:
+        units: list[_Unit] = []
+        start = 0
+        while start < len(self.runs):
+            key = hyperparameter_key(self.runs[start].hyperparameters)
+            stop = start + 1
+            while stop < len(self.runs) and hyperparameter_key(self.runs[stop].hyperparameters) == key:
+                stop += 1
+            units += self._group_units(start, stop)
+            start = stop
+        return units
+
+    def _group_units(self, start: int, stop: int) -> list[_Unit]:
+        hyperparameters = dict(self.runs[start].hyperparameters)
+        lrs = [self.runs[r].lr for r in range(start, stop)]
+        if stop - start > 1 and LR in hyperparameters and all(lr is not None and lr > 0 for lr in lrs):
+            top = max(lrs)
+            stacking = stacking_of(self.arm, {**hyperparameters, LR: top}, self.shapes)
+            if stacking.stackable and stacking.compactable:
+                leaves = [self._leaf(block[start:stop], grad) for block, grad in
+                          zip(self.params, self._grad_views(slice(start, stop)))]
+                scale = None if all(lr == top for lr in lrs) else torch.tensor([lr / top for lr in lrs],
+                                                                                 dtype=self.flat.dtype)
+                optimizer = self.arm.build(leaves, **{**hyperparameters, LR: top})
+                return [_Unit(optimizer, leaves, start, stop, True, hyperparameters, scale)]
+        units = []
+        for row in range(start, stop):
+            leaves = [self._leaf(block[row], grad) for block, grad in zip(self.params, self._grad_views(row))]
+            units.append(_Unit(self.arm.build(leaves, **self.runs[row].hyperparameters), leaves, row, row + 1, False,
+                               dict(self.runs[row].hyperparameters)))
+        return units
+
+    def _grad_views(self, rows: int | slice) -> list[Tensor | None]:
+        """The gradient buffer's views of ``rows`` per parameter (hand-written path), else Nones."""
+        return [g[rows] for g in self.grads] if self.grads else [None] * len(self.shapes)
+
+    @staticmethod
+    def _leaf(view: Tensor, grad: Tensor | None) -> Tensor:
+        """An optimizer parameter: a view of the flat buffer (a leaf, since the buffer needs no
+        grad), with the matching view of the gradient buffer as its ``grad`` on the hand-written
+        path (which writes there; the generic path's backward sets ``grad`` itself)."""
+        view.requires_grad_(True)
+        view.grad = grad
+        return view
+
+    def _flat_scale(self) -> Tensor:
+        """Per-element lr scales over the flat buffer (1 outside stacked units with mixed lrs)."""
+        scale = torch.ones(len(self.runs), dtype=self.flat.dtype)
+        for unit in self.units:
+            if unit.lr_scale is not None:
+                scale[unit.start : unit.stop] = unit.lr_scale
+        return torch.cat([scale.repeat_interleave(math.prod(s)) for s in self.shapes])
+
+    def _make_functional(self):
+        from torch.func import functional_call, vmap
+
+        model, loss_fn = self.model, self.workload.loss_fn
+
+        def outputs_of(params: dict[str, Tensor], x: Tensor) -> Tensor:
+            return functional_call(model, params, (x,))
+
+        return {"shared": vmap(outputs_of, in_dims=(0, None)), "own": vmap(outputs_of),
+                "loss": vmap(loss_fn), "loss_shared": vmap(loss_fn, in_dims=(0, None))}
+
+    # -- mode switches -------------------------------------------------------------------------
+    def train_mode(self) -> None:
+        for unit in self.units:
+            self.arm.step.train(unit.optimizer)
+
+    def eval_mode(self) -> None:
+        for unit in self.units:
+            self.arm.step.eval(unit.optimizer)
+
+    # -- one step ------------------------------------------------------------------------------
+    def _stacked_leaves(self) -> list[Tensor]:
+        """Per parameter, the K rows as one differentiable tensor made of the units' leaves."""
+        if len(self.units) == 1 and self.units[0].stacked:
+            return self.units[0].leaves
+        return [torch.cat([u.leaves[i] if u.stacked else u.leaves[i].unsqueeze(0) for u in self.units])
+                for i in range(len(self.shapes))]
+
+    def _gradients(self, x: Tensor, y: Tensor) -> list[Tensor]:
+        """Compute every model's gradient; returns the ``[K, *shape]`` gradient tensors by
+        parameter when they are stacked in one place (the hand-written path), else []."""
+        if self.mlp is not None:
+            self.mlp.grad_(self.params, self.grads, x, y)
+            return self.grads
+        stacked = self._stacked_leaves()
+        params = dict(zip(self.names, stacked))
+        outputs = self._functional["own"](params, x)
+        loss = self._functional["loss"](outputs, y).sum()
+        if self.l2:
+            loss = loss + self.workload.penalty(stacked)
+        self.arm.step.backward(self.units[0].optimizer, loss, logits=outputs, step=self.steps)
+        return []
+
+    def _unit_grads(self, unit: _Unit) -> list[Tensor | None]:
+        return [leaf.grad for leaf in unit.leaves]
+
+    def _nonfinite_rows(self, stacked_grads: list[Tensor]) -> Tensor | None:
+        """Rows whose gradient holds inf/NaN (None when there are none). One reduction over all
+        gradients first; a huge finite sum can overflow, so the rows are then checked exactly."""
+        k = len(self.runs)
+        if stacked_grads:
+            if bool(self.gflat.sum().isfinite()):
+                return None
+            bad = torch.zeros(k, dtype=torch.bool)
+            for g in stacked_grads:
+                bad |= ~g.reshape(k, -1).isfinite().all(dim=1)
+            return bad if bool(bad.any()) else None
+        grads = [g for unit in self.units for g in self._unit_grads(unit) if g is not None]
+        if grads and bool(torch.stack([g.sum() for g in grads]).sum().isfinite()):
+            return None
+        bad = torch.zeros(k, dtype=torch.bool)
+        for unit in self.units:
+            for g in self._unit_grads(unit):
+                if g is None:
+                    continue
+                rows = g.reshape(unit.stop - unit.start, -1) if unit.stacked else g.reshape(1, -1)
+                bad[unit.start : unit.stop] |= ~rows.isfinite().all(dim=1)
+        return bad if bool(bad.any()) else None
+
+    def _zero_rows(self, rows: Tensor) -> None:
+        """Zero the parameters and gradients of ``rows`` (a bool mask)."""
+        with torch.no_grad():
+            for block in self.params:
+                block[rows] = 0.0
+            for unit in self.units:
+                if unit.stacked:
+                    local = rows[unit.start : unit.stop]
+                    for g in self._unit_grads(unit):
+                        if g is not None:
+                            g[local] = 0.0
+
+    def step(self, x: Tensor, y: Tensor) -> Tensor | None:
+        stacked_grads = self._gradients(x, y)
+        newly = self._nonfinite_rows(stacked_grads)
+        if newly is not None:
+            newly &= ~self.stopped
+            self.stopped |= newly
+        if bool(self.stopped.any()):
+            self._zero_rows(self.stopped)
+        with torch.no_grad():
+            if self._scaled:
+                self._saved.copy_(self.flat)
+            for unit in self.units:
+                if unit.stacked or not bool(self.stopped[unit.start]):
+                    unit.optimizer.step()
+            if self._scaled:
+                self.flat.sub_(self._saved).mul_(self._scale_flat).add_(self._saved)
+            if bool(self.stopped.any()):
+                for block in self.params:
+                    block[self.stopped] = 0.0
+        if self.mlp is None:
+            for unit in self.units:  # frees the graph a create_graph backward leaves in p.grad
+                unit.optimizer.zero_grad(set_to_none=True)
+        self.steps += 1
+        return newly if newly is not None and bool(newly.any()) else None
+
+    def resume(self) -> None:
+        self.stopped.zero_()
+
+    # -- evaluation ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, y: Tensor, accuracy: bool) -> tuple[Tensor, Tensor | None]:
+        k = len(self.runs)
+        if self.mlp is not None:
+            loss, acc = self.mlp.loss_and_accuracy(self.params, x.expand(k, *x.shape), y, accuracy=accuracy)
+        else:
+            params = dict(zip(self.names, self.params))
+            outputs = self._functional["shared"](params, x)
+            loss = self._functional["loss_shared"](outputs, y)
+            acc = (outputs.argmax(dim=-1) == y).float().mean(dim=1) if accuracy else None
+        return loss, acc
+
+    # -- dropping models -----------------------------------------------------------------------
+    def keep(self, positions: Sequence[int]) -> None:
+        """Drop every row but ``positions``: the flat buffers shrink, per-model optimizers of
+        dropped rows go, stacked optimizers keep the state of their kept rows."""
+        keep = torch.tensor(list(positions), dtype=torch.long)
+        kept = set(positions)
+        units, new_row = [], 0
+        for unit in self.units:
+            rows = [r for r in unit.rows if r in kept]
+            if not rows:
+                continue
+            if unit.stacked and len(rows) < len(unit.rows):
+                local = torch.tensor([r - unit.start for r in rows])
+                compact_optimizer(unit.optimizer, unit.leaves, local)
+                unit.lr_scale = None if unit.lr_scale is None else unit.lr_scale[local]
+            unit.start, unit.stop = new_row, new_row + len(rows)
+            new_row = unit.stop
+            units.append(unit)
+        k = len(positions)
+        flat = torch.cat([block[keep].reshape(-1) for block in self.params]) if k else self.flat[:0].clone()
+        self.flat, self.params = flat, _views(flat, self.shapes, k)
+        if self.gflat is not None:
+            self.gflat = torch.zeros_like(flat)
+            self.grads = _views(self.gflat, self.shapes, k)
+        with torch.no_grad():
+            for unit in units:
+                rows: int | slice = slice(unit.start, unit.stop) if unit.stacked else unit.start
+                for leaf, block, grad in zip(unit.leaves, self.params, self._grad_views(rows)):
+                    leaf.data = block[rows]
+                    leaf.grad = grad
+        self.units = units
+        self.runs = [self.runs[p] for p in positions]
+        self._scaled = any(u.lr_scale is not None for u in self.units)
+        self._saved = torch.empty_like(self.flat) if self._scaled else None
+        self._scale_flat = self._flat_scale() if self._scaled else None
+        self.stopped = torch.zeros(k, dtype=torch.bool)

@@ -11,10 +11,11 @@ never changes the gradient the base optimizer sees. Each step:
 * gradient-only estimators run their own ``precondition_`` on a copy of ``g_t``.
 
 At each checkpoint (after ``t`` steps, before the base optimizer takes step ``t``) the exact
-diagonal of the training objective — the mean cross-entropy over *all* training rows (or the
-validation rows with ``exact_on="val"``), at the parameters where ``g_t`` was taken — is
-computed with :func:`hessian_lr.analysis.exact.exact_hessian_diagonal` and compared with each
-estimate over all parameters. Estimates are first put in curvature units,
+diagonal of the training objective — the workload's loss (plus its L2 penalty) over *all*
+training rows (or the validation rows with ``exact_on="val"``, or the first ``exact_rows`` of
+them), at the parameters where ``g_t`` was taken — is computed with
+:func:`hessian_lr.analysis.exact.workload_hessian_diagonal` by the workload's exact route and
+compared with each estimate over all parameters. Estimates are first put in curvature units,
 ``sign(e)·|e|^(1/estimate_power)`` (the square root for grad-diff and squared-grad); Spearman and
 log-magnitude correlations do not depend on that choice. Metrics (:func:`fidelity_metrics`):
 
@@ -29,6 +30,11 @@ log-magnitude correlations do not depend on that choice. Metrics (:func:`fidelit
 ``references`` adds two instantaneous estimators computed at each checkpoint on the same rows
 as the exact diagonal: Hutchinson and Gauss–Newton–Bartlett averaged over ``reference_probes``
 draws. They show what each sampling scheme can reach without an EMA across a moving trajectory.
+
+Gauss–Newton–Bartlett (``gauss-newton``) samples labels from the model's softmax, so it applies to
+classification workloads only; on regression workloads it is skipped and listed under ``skipped``
+with the reason. Its samples carry no L2 term (as in the optimizer), while the exact diagonal does.
+:func:`suite_fidelity` runs the study at reduced settings for a benchmark suite.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hessian_lr.analysis.exact import exact_hessian_diagonal
+from hessian_lr.analysis.exact import workload_hessian_diagonal
 from hessian_lr.optim.estimators import CurvatureEstimator, get_estimator
 from hessian_lr.optim.hvp import gauss_newton_bartlett_sample, hutchinson_sample
 from hessian_lr.workloads import get_workload
@@ -54,11 +60,13 @@ __all__ = [
     "fidelity_metrics",
     "default_checkpoints",
     "run_fidelity",
+    "suite_fidelity",
     "format_fidelity_table",
     "plot_fidelity",
 ]
 
 DEFAULT_ESTIMATORS = ("grad-diff", "squared-grad", "secant", "secant-rms", "hutchinson", "gauss-newton")
+NEEDS_LOGITS = {"gauss-newton": "samples labels from the model's softmax: classification workloads only"}
 METRICS = ("spearman", "pearson", "log_pearson", "median_rel_error", "median_rel_error_fitted")
 
 
@@ -128,6 +136,7 @@ def run_fidelity(
     seed: int = 0,
     checkpoints: Sequence[int] | None = None,
     exact_on: str = "train",
+    exact_rows: int | None = None,
     reference_probes: int = 100,
     threads: int | None = 1,
     plot: bool = True,
@@ -137,13 +146,19 @@ def run_fidelity(
 
     Writes ``out_dir/fidelity.json`` (the returned dict) and, with ``plot``, ``out_dir/fidelity.png``.
     ``checkpoints`` are step counts (default :func:`default_checkpoints`); ``exact_on`` is
-    ``"train"`` (the training objective) or ``"val"``. ``threads`` sets torch's intra-op threads for
-    the run (restored afterwards; ``None`` leaves them). About 15 s with the defaults on one core.
+    ``"train"`` (the training objective) or ``"val"``; ``exact_rows`` limits the exact diagonal to
+    the first rows of that split (the exact diagonal of the objective on those rows: the
+    Hessian-vector-product route costs time in proportion to the rows). ``threads`` sets torch's
+    intra-op threads for the run (restored afterwards; ``None`` leaves them). About 15 s with the
+    defaults on one core for mnist1d-mlp; estimators that need logits are skipped on regression
+    workloads (``result["skipped"]``).
     """
     if exact_on not in ("train", "val"):
         raise ValueError(f"exact_on must be 'train' or 'val', got {exact_on!r}")
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if exact_rows is not None and exact_rows < 1:
+        raise ValueError(f"exact_rows must be >= 1, got {exact_rows}")
     say = progress or (lambda message: None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -152,18 +167,47 @@ def run_fidelity(
         torch.set_num_threads(threads)
     try:
         return _run(out_dir, workload, estimators, epochs, lr, beta, eps, seed, checkpoints, exact_on,
-                    reference_probes, plot, say)
+                    exact_rows, reference_probes, plot, say)
     finally:
         torch.set_num_threads(previous_threads)
 
 
+SUITE_EXACT_ROWS = 256  # rows of the exact diagonal on the Hessian-vector-product route in suite_fidelity
+
+
+def suite_fidelity(
+    out_dir: Path,
+    workload: str,
+    *,
+    seed: int = 0,
+    lr: float = 2e-3,
+    estimators: Sequence[str | CurvatureEstimator] = DEFAULT_ESTIMATORS,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """:func:`run_fidelity` at the reduced settings of a benchmark suite (≲ 15 s per workload on one
+    core): half the workload's budget (at least one epoch), checkpoints after the first and the last
+    epoch, the exact diagonal on the first :data:`SUITE_EXACT_ROWS` training rows where the route is
+    ``"hvp"`` (all rows otherwise), 10 reference probes, no figure. Writes ``out_dir/fidelity.json``
+    and ``fidelity.md`` and returns the result."""
+    work = get_workload(workload)
+    epochs = max(1, work.epochs // 2)
+    steps_per_epoch = math.ceil(len(work.data.x_train) / work.batch_size)
+    return run_fidelity(
+        out_dir, workload=workload, estimators=estimators, epochs=epochs, lr=lr, seed=seed,
+        checkpoints=sorted({steps_per_epoch, epochs * steps_per_epoch}),
+        exact_rows=SUITE_EXACT_ROWS if work.curvature == "hvp" else None,
+        reference_probes=10, plot=False, progress=progress,
+    )
+
+
 def _run(out_dir, workload_name, estimator_specs, epochs, lr, beta, eps, seed, checkpoints, exact_on,
-         reference_probes, plot, say) -> dict[str, Any]:
+         exact_rows, reference_probes, plot, say) -> dict[str, Any]:
     start_time = time.perf_counter()
     work = get_workload(workload_name)
     data = work.data
     x_train, y_train = data.x_train, data.y_train
     x_exact, y_exact = (x_train, y_train) if exact_on == "train" else (data.x_val, data.y_val)
+    x_exact, y_exact = x_exact[:exact_rows], y_exact[:exact_rows]
     n, batch_size = len(x_train), work.batch_size
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = steps_per_epoch * epochs
@@ -172,6 +216,13 @@ def _run(out_dir, workload_name, estimator_specs, epochs, lr, beta, eps, seed, c
         raise ValueError(f"checkpoints must lie in [1, {total_steps}] (steps), got {checkpoints}")
 
     estimators = [get_estimator(spec) for spec in estimator_specs]
+    classification = work.task == "classification"
+    skipped = {est.name: NEEDS_LOGITS[est.name] for est in estimators if not classification and est.name in NEEDS_LOGITS}
+    estimators = [est for est in estimators if est.name not in skipped]
+    for name, why in skipped.items():
+        say(f"fidelity: {name} skipped on {work.name} ({work.task}): {why}")
+    if not estimators:
+        raise ValueError(f"no estimator applies to {work.name}: {', '.join(skipped)} need logits")
     names = [est.name for est in estimators]
     if len(set(names)) != len(names):
         raise ValueError(f"estimator names must be unique, got {names}")
@@ -202,7 +253,7 @@ def _run(out_dir, workload_name, estimator_specs, epochs, lr, beta, eps, seed, c
             idx = order[i : i + batch_size]
             model.train()
             logits = model(x_train[idx])
-            loss = work.loss_fn(logits, y_train[idx])
+            loss = work.loss_fn(logits, y_train[idx]) + work.penalty(params)
             gnb = gauss_newton_bartlett_sample(logits, params, generator=probe_rng, retain_graph=True) if wants_gnb else None
             if wants_hutchinson:
                 grads, hutch = hutchinson_sample(loss, params, generator=probe_rng)
@@ -229,7 +280,7 @@ def _run(out_dir, workload_name, estimator_specs, epochs, lr, beta, eps, seed, c
             if step in checkpoints:
                 model.eval()
                 t0 = time.perf_counter()
-                exact = _flat(exact_hessian_diagonal(model, x_exact, y_exact))
+                exact = _flat(workload_hessian_diagonal(work, model, x_exact, y_exact))
                 exact_seconds += time.perf_counter() - t0
                 estimates = {}
                 for est in estimators:
@@ -237,7 +288,7 @@ def _run(out_dir, workload_name, estimator_specs, epochs, lr, beta, eps, seed, c
                     estimates[est.name] = estimate
                     for metric, value in fidelity_metrics(estimate, exact, power=est.estimate_power).items():
                         series[est.name][metric].append(value)
-                for ref_name, ref in _references(model, params, work.loss_fn, x_exact, y_exact,
+                for ref_name, ref in _references(work, model, params, x_exact, y_exact,
                                                  reference_probes, probe_rng).items():
                     bucket = references.setdefault(ref_name, {m: [] for m in METRICS})
                     estimates[ref_name] = ref
@@ -259,9 +310,13 @@ def _run(out_dir, workload_name, estimator_specs, epochs, lr, beta, eps, seed, c
         "checkpoints": checkpoints,
         "estimators": series,
         "references": references,
+        "skipped": skipped,
         "estimate_power": powers,
         "config": {
             "workload": work.name,
+            "task": work.task,
+            "exact_route": work.curvature,
+            "l2": work.l2,
             "parameters": sum(p.numel() for p in params),
             "base_optimizer": "torch.optim.Adam",
             "lr": lr,
@@ -272,6 +327,7 @@ def _run(out_dir, workload_name, estimator_specs, epochs, lr, beta, eps, seed, c
             "batch_size": batch_size,
             "exact_on": exact_on,
             "exact_rows": int(len(x_exact)),
+            "exact_rows_of": int(len(x_train) if exact_on == "train" else len(data.x_val)),
             "reference_probes": reference_probes,
             "estimators": {est.name: repr(est) for est in estimators},
         },
@@ -288,20 +344,24 @@ def _run(out_dir, workload_name, estimator_specs, epochs, lr, beta, eps, seed, c
     return result
 
 
-def _references(model: nn.Module, params: list[Tensor], loss_fn, x: Tensor, y: Tensor, probes: int,
+def _references(work, model: nn.Module, params: list[Tensor], x: Tensor, y: Tensor, probes: int,
                 rng: torch.Generator) -> dict[str, Tensor]:
-    """Instantaneous Hutchinson and GNB estimates averaged over ``probes`` draws on (x, y)."""
+    """Instantaneous Hutchinson (on the objective) and, for classification, GNB estimates averaged
+    over ``probes`` draws on (x, y)."""
     if probes < 1:
         return {}
+    refs: dict[str, Tensor] = {}
     with torch.enable_grad():
         logits = model(x)
-        loss = loss_fn(logits, y)
-        gnb_sum = None
-        for _ in range(probes):
-            sample = _flat(gauss_newton_bartlett_sample(logits, params, generator=rng, retain_graph=True))
-            gnb_sum = sample if gnb_sum is None else gnb_sum + sample
+        loss = work.loss_fn(logits, y) + work.penalty(params)
+        if work.task == "classification":
+            gnb_sum = None
+            for _ in range(probes):
+                sample = _flat(gauss_newton_bartlett_sample(logits, params, generator=rng, retain_graph=True))
+                gnb_sum = sample if gnb_sum is None else gnb_sum + sample
+            refs[f"gauss-newton-x{probes}"] = gnb_sum / probes
         _, hutch = hutchinson_sample(loss, params, n_samples=probes, generator=rng)
-    return {f"hutchinson-x{probes}": _flat(hutch), f"gauss-newton-x{probes}": gnb_sum / probes}
+    return {f"hutchinson-x{probes}": _flat(hutch), **refs}
 
 
 def format_fidelity_table(result: dict[str, Any]) -> str:
@@ -318,6 +378,8 @@ def format_fidelity_table(result: dict[str, Any]) -> str:
             cells = ["–" if v is None else f"{v:.3g}" if "error" in metric else f"{v:.3f}" for v in series[metric]]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    for name, why in result.get("skipped", {}).items():
+        lines.append(f"- {name}: skipped ({why})")
     return "\n".join(lines).rstrip()
 
 

@@ -1,4 +1,5 @@
-"""Offline mnist1d, cached on disk, split into train / validation / test tensors."""
+"""The data container (:class:`Splits`), the on-disk cache, and offline mnist1d split into
+train / validation / test tensors."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Splits", "cache_dir", "load_mnist1d", "mnist1d_splits"]
+__all__ = ["Splits", "cache_dir", "cached_arrays", "package_version", "features", "labels", "load_mnist1d",
+           "mnist1d_splits"]
 
 VALIDATION_ROWS = 500  # of mnist1d's 4,000 training rows; 3,500 remain = 35 batches of 100
 SPLIT_SEED = 1234  # fixed, so every experiment seed sees the same validation rows
@@ -22,7 +25,10 @@ SPLIT_SEED = 1234  # fixed, so every experiment seed sees the same validation ro
 
 @dataclass(frozen=True)
 class Splits:
-    """float32 features and int64 labels; tuning uses train/val only, test is read at the end."""
+    """float32 features; int64 labels (classification) or float32 targets (regression).
+
+    Tuning uses train/val only; test is read by the final runs.
+    """
 
     x_train: Tensor
     y_train: Tensor
@@ -64,12 +70,33 @@ def _cache_path(cache: Path | None) -> Path:
     """The npz for the installed mnist1d release. Its default dataset arguments are fixed per
     release, so the version names the data without importing ``mnist1d.data`` (which pulls in
     scipy and matplotlib: ~0.6 s of every process start on a cache hit)."""
+    return (cache or cache_dir()) / f"mnist1d-{package_version('mnist1d')}.npz"
+
+
+def cached_arrays(path: Path, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The arrays stored at ``path`` (an ``.npz``), else ``build()``'s, saved there atomically.
+
+    A corrupt file is rebuilt, not trusted. Keys ending in ``_json`` are stored for provenance
+    and not returned.
+    """
+    if path.exists():
+        try:
+            with np.load(path) as data:
+                return {k: data[k] for k in data.files if not k.endswith("_json")}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            path.unlink(missing_ok=True)
+    arrays = build()
+    _atomic_save_npz(path, arrays)
+    return {k: v for k, v in arrays.items() if not k.endswith("_json")}
+
+
+def package_version(name: str) -> str:
+    """The installed version of ``name`` as a file-name-safe string (``"unknown"`` if absent)."""
     try:
-        version = importlib.metadata.version("mnist1d")
+        version = importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
-    safe = "".join(c if c.isalnum() or c in "._+" else "_" for c in version)
-    return (cache or cache_dir()) / f"mnist1d-{safe}.npz"
+    return "".join(c if c.isalnum() or c in "._+" else "_" for c in version)
 
 
 def load_mnist1d(cache: Path | None = None) -> dict[str, np.ndarray]:
@@ -80,25 +107,30 @@ def load_mnist1d(cache: Path | None = None) -> dict[str, np.ndarray]:
     numpy's global RNG as a side effect; the state is restored afterwards. The arguments used are
     stored in the file (``args_json``) for provenance.
     """
-    path = _cache_path(cache)
-    if path.exists():
-        try:
-            with np.load(path) as data:
-                return {k: data[k] for k in data.files if k != "args_json"}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-            path.unlink(missing_ok=True)  # a corrupt cache is rebuilt, not trusted
-    from mnist1d.data import get_dataset_args, make_dataset
 
-    args = get_dataset_args()
-    rng_state = np.random.get_state()
-    try:
-        built = make_dataset(args)
-    finally:
-        np.random.set_state(rng_state)
-    arrays = {k: np.asarray(built[k]) for k in ("x", "y", "x_test", "y_test")}
-    provenance = np.array(json.dumps(vars(args), sort_keys=True, default=str))
-    _atomic_save_npz(path, {**arrays, "args_json": provenance})
-    return arrays
+    def build() -> dict[str, np.ndarray]:
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        args = get_dataset_args()
+        rng_state = np.random.get_state()
+        try:
+            built = make_dataset(args)
+        finally:
+            np.random.set_state(rng_state)
+        arrays = {k: np.asarray(built[k]) for k in ("x", "y", "x_test", "y_test")}
+        return {**arrays, "args_json": np.array(json.dumps(vars(args), sort_keys=True, default=str))}
+
+    return cached_arrays(_cache_path(cache), build)
+
+
+def features(a: np.ndarray | Tensor) -> Tensor:
+    """float32, contiguous (features and regression targets)."""
+    return torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32))
+
+
+def labels(a: np.ndarray | Tensor) -> Tensor:
+    """int64, contiguous (class labels)."""
+    return torch.as_tensor(np.ascontiguousarray(a, dtype=np.int64))
 
 
 def mnist1d_splits(validation_rows: int = VALIDATION_ROWS, cache: Path | None = None) -> Splits:
@@ -109,12 +141,6 @@ def mnist1d_splits(validation_rows: int = VALIDATION_ROWS, cache: Path | None = 
         raise ValueError(f"validation_rows must be in (0, {len(x)}), got {validation_rows}")
     order = np.random.default_rng(SPLIT_SEED).permutation(len(x))
     val_idx, train_idx = order[:validation_rows], order[validation_rows:]
-
-    def features(a: np.ndarray) -> Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-
-    def labels(a: np.ndarray) -> Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
 
     return Splits(
         x_train=features(x[train_idx]),

@@ -17,6 +17,7 @@ from hessian_lr.analysis.fidelity import (
     fidelity_metrics,
     format_fidelity_table,
     run_fidelity,
+    suite_fidelity,
 )
 
 
@@ -77,3 +78,35 @@ def test_bad_arguments(tmp_path):
         run_fidelity(tmp_path, exact_on="test")
     with pytest.raises(ValueError, match="checkpoints"):
         run_fidelity(tmp_path, epochs=1, checkpoints=[10_000], plot=False)
+
+
+def test_regression_workload_skips_gauss_newton_bartlett_with_a_note(tmp_path):
+    """teacher-student (MSE): the exact diagonal by the GN identity, GNB skipped, Hutchinson kept."""
+    result = run_fidelity(tmp_path, workload="teacher-student", epochs=1, checkpoints=[40],
+                          reference_probes=2, plot=False)
+    assert "gauss-newton" in result["skipped"] and "softmax" in result["skipped"]["gauss-newton"]
+    assert set(result["estimators"]) == set(DEFAULT_ESTIMATORS) - {"gauss-newton"}
+    assert set(result["references"]) == {"hutchinson-x2"}
+    assert result["config"]["task"] == "regression" and result["config"]["exact_route"] == "gauss-newton"
+    assert result["estimators"]["grad-diff"]["spearman"][-1] > 0.8
+    assert "gauss-newton: skipped" in (tmp_path / "fidelity.md").read_text()
+
+
+def test_suite_fidelity_on_the_quadratics_sees_the_rotation(tmp_path):
+    """Closed-form route; Hutchinson's diagonal sample is exact on a diagonal H (Spearman 1) and only
+    noisy once H is rotated."""
+    diag = suite_fidelity(tmp_path / "d", "noisy-quadratic")
+    rotated = suite_fidelity(tmp_path / "r", "rotated-quadratic")
+    assert diag["checkpoints"] == rotated["checkpoints"] == [100, 500]
+    assert diag["config"]["exact_route"] == "closed-form" and diag["exact_wall_s"] < 1
+    assert diag["estimators"]["hutchinson"]["spearman"][-1] == pytest.approx(1.0)
+    assert rotated["estimators"]["hutchinson"]["spearman"][-1] < 0.99
+    assert not (tmp_path / "d" / "fidelity.png").exists() and (tmp_path / "d" / "fidelity.json").exists()
+
+
+def test_exact_rows_limits_the_exact_diagonal(tmp_path):
+    result = run_fidelity(tmp_path, workload="digits-softmax", epochs=1, checkpoints=[19], exact_rows=50,
+                          reference_probes=0, plot=False)
+    assert result["config"]["exact_rows"] == 50 and result["config"]["l2"] == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="exact_rows"):
+        run_fidelity(tmp_path, workload="digits-softmax", exact_rows=0, plot=False)

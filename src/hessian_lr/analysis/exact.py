@@ -109,20 +109,22 @@ def loss_hessian_factors(loss_fn: LossFn, outputs: Tensor, targets: Tensor) -> T
     """Per-row factors ``u [N, C, C]`` with ``Σ_c u[n, c]ᵀ u[n, c] = ∂²ℓ_n/∂f_n²``, where the batch
     loss is ``(1/N) Σ_n ℓ_n`` and ``ℓ_n = loss_fn(f_n[None], y_n[None])``.
 
-    Computed for any loss by ``torch.func.hessian`` per row and a symmetric square root
+    Computed for any loss by ``torch.func`` per row and a symmetric square root
     (eigenvalues clipped at 0: Gauss–Newton is meant for convex per-row losses). Cross-entropy
     has the closed form :func:`_class_factors`, used directly.
     """
     if loss_fn is nn.functional.cross_entropy:
         return _class_factors(outputs)
-    from torch.func import hessian, vmap
+    from torch.func import jacrev, vmap
 
     flat = outputs.detach().reshape(outputs.shape[0], -1)
 
     def row_loss(f: Tensor, t: Tensor) -> Tensor:
         return loss_fn(f.reshape(outputs.shape[1:]).unsqueeze(0), t.unsqueeze(0))
 
-    h = vmap(hessian(row_loss))(flat, targets)  # [N, C, C]
+    # reverse-over-reverse: torch.func.hessian (forward-over-reverse) goes through a deprecated
+    # torch.jit.script decomposition for mse_loss
+    h = vmap(jacrev(jacrev(row_loss)))(flat, targets)  # [N, C, C]
     eigenvalues, vectors = torch.linalg.eigh(h)
     # u[n, c, :] = sqrt(λ_c) v_c: Σ_c u_c u_cᵀ = V Λ Vᵀ
     return (vectors * eigenvalues.clamp_min(0).sqrt().unsqueeze(-2)).transpose(-1, -2)

@@ -129,7 +129,7 @@ def run_fidelity(
     *,
     workload: str = "mnist1d-mlp",
     estimators: Sequence[str | CurvatureEstimator] = DEFAULT_ESTIMATORS,
-    epochs: int = 20,
+    epochs: int | None = None,
     lr: float = 2e-3,
     beta: float = 0.99,
     eps: float = 1e-8,
@@ -142,7 +142,8 @@ def run_fidelity(
     plot: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train ``workload`` with Adam(``lr``) and measure every estimator against the exact diagonal.
+    """Train ``workload`` with Adam(``lr``) for ``epochs`` (default: the workload's budget) and
+    measure every estimator against the exact diagonal.
 
     Writes ``out_dir/fidelity.json`` (the returned dict) and, with ``plot``, ``out_dir/fidelity.png``.
     ``checkpoints`` are step counts (default :func:`default_checkpoints`); ``exact_on`` is
@@ -155,6 +156,8 @@ def run_fidelity(
     """
     if exact_on not in ("train", "val"):
         raise ValueError(f"exact_on must be 'train' or 'val', got {exact_on!r}")
+    if epochs is None:
+        epochs = get_workload(workload).epochs
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if exact_rows is not None and exact_rows < 1:

@@ -92,14 +92,13 @@ register(
     )
 )
 
-register(
-    Workload(
-        name="noisy-quadratic",
-        description="noisy quadratic model (Zhang et al. 2019): d=100, H = diag(10/i), per-row loss ½θᵀHθ + ξᵀθ "
-        "over 1,000 noise rows with mean 0 and covariance exactly H (minibatch noise H/B), validation/test "
-        "loss ½θᵀHθ; 100 parameters; batch 10, 10 epochs = 1,000 steps, ~0.2 s per run",
-        load_data=partial(quadratic.quadratic_splits, rotated=False),
-        build_model=partial(quadratic.build_quadratic, rotated=False),
+def _quadratic(name: str, rotated: bool, description: str) -> Workload:
+    """The noisy quadratic (``rotated=False``) or its rotated twin: same spectrum, noise and budget."""
+    return Workload(
+        name=name,
+        description=description,
+        load_data=partial(quadratic.quadratic_splits, rotated=rotated),
+        build_model=partial(quadratic.build_quadratic, rotated=rotated),
         loss_fn=quadratic.mean_row_loss,
         batch_size=quadratic.BATCH_SIZE,
         epochs=quadratic.EPOCHS,
@@ -107,24 +106,19 @@ register(
         curvature="closed-form",
         reference=quadratic.REFERENCE,
     )
-)
 
-register(
-    Workload(
-        name="rotated-quadratic",
-        description="the noisy quadratic under a fixed random rotation, H = Q diag(10/i) Qᵀ (as DeepOBS's "
-        "quadratic_deep): same spectrum and SGD dynamics, but diag(H) no longer describes the curvature; "
-        "100 parameters; batch 10, 10 epochs = 1,000 steps, ~0.2 s per run",
-        load_data=partial(quadratic.quadratic_splits, rotated=True),
-        build_model=partial(quadratic.build_quadratic, rotated=True),
-        loss_fn=quadratic.mean_row_loss,
-        batch_size=quadratic.BATCH_SIZE,
-        epochs=quadratic.EPOCHS,
-        task="regression",
-        curvature="closed-form",
-        reference=quadratic.REFERENCE,
-    )
-)
+
+register(_quadratic(
+    "noisy-quadratic", rotated=False,
+    description="noisy quadratic model (Zhang et al. 2019): d=100, H = diag(10/i), per-row loss ½θᵀHθ + ξᵀθ "
+    "over 1,000 noise rows with mean 0 and covariance exactly H (minibatch noise H/B), validation/test "
+    "loss ½θᵀHθ; 100 parameters; batch 10, 10 epochs = 1,000 steps, ~0.2 s per run"))
+
+register(_quadratic(
+    "rotated-quadratic", rotated=True,
+    description="the noisy quadratic under a fixed random rotation, H = Q diag(10/i) Qᵀ (as DeepOBS's "
+    "quadratic_deep): same spectrum and SGD dynamics, but diag(H) no longer describes the curvature; "
+    "100 parameters; batch 10, 10 epochs = 1,000 steps, ~0.2 s per run"))
 
 register(
     Workload(

@@ -48,7 +48,13 @@ def test_unwritable_out_folder(tmp_path, capsys):
 @pytest.mark.parametrize(
     "content, fragment",
     [(None, "cannot read config file"), ("trials = [", "invalid TOML"), ("colour = 'red'", "unknown key"),
-     ("trials = 0", "trials must be a positive integer")],
+     ("trials = 0", "trials must be an integer in [1, "), ('ablation = "false"', "ablation must be true or false"),
+     ('batch_startup = "no"', "batch_startup must be true or false"), ("optimizers = [1, 2]", "must be names"),
+     ("storage = 5", "storage in config file"), ("seed = true", "seed must be an integer"),
+     ("[space.adam]\nfoo = { low = 1, high = 2 }", "'foo' is not a hyperparameter of this optimizer"),
+     ("[space.adam]\nlr = { low = 0.1, high = 0.01 }", "low must be < high"),
+     ('[space.adam]\n"betas[1]" = { low = 0.9, high = 1.0 }', "the optimizer refuses"),
+     ("[space.sgd]\nlr = 0.1", "not among the optimizers")],
 )
 def test_bad_config_file(tmp_path, capsys, content, fragment):
     path = tmp_path / "c.toml"
@@ -114,3 +120,98 @@ def test_fidelity_writes_its_outputs(tmp_path, capsys):
         for key in ("spearman", "pearson", "log_pearson", "median_rel_error"):
             assert len(metrics[key]) == len(data["checkpoints"])
     assert (tmp_path / "fidelity.png").exists() and "spearman" in capsys.readouterr().out.lower()
+
+
+USER_MODULE = '''
+"""A researcher's own optimizer, written against torch.optim.Optimizer."""
+import torch
+
+
+class SignSGD(torch.optim.Optimizer):
+    """Sign descent with momentum: p -= lr * sign(m), m = beta m + (1 - beta) g."""
+
+    def __init__(self, params, lr=1e-3, beta=0.9):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"beta must be in [0, 1), got {beta}")
+        super().__init__(params, {"lr": lr, "beta": beta})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                m = self.state[p].setdefault("m", torch.zeros_like(p))
+                m.mul_(group["beta"]).add_(p.grad, alpha=1 - group["beta"])
+                p.add_(m.sign(), alpha=-group["lr"])
+
+
+def sign_sgd(params, lr, **hyperparameters):
+    return SignSGD(params, lr=lr, **hyperparameters)
+
+
+not_an_arm = 42
+'''
+
+
+@pytest.fixture
+def user_module(tmp_path):
+    (tmp_path / "my_optimizers.py").write_text(USER_MODULE)
+    (tmp_path / "broken_module.py").write_text("raise RuntimeError('boom')\n")
+    return tmp_path
+
+
+def test_a_user_arm_by_import_path_runs_through_the_console_script(user_module):
+    """The module is found in the current folder (as python -m would), tuned with a space of its
+    own from the TOML config, and results.json says where the arm came from."""
+    (user_module / "run.toml").write_text(
+        'optimizers = "adam,my_optimizers:SignSGD,my_optimizers:sign_sgd"\ntrials = 2\nepochs = 1\nseeds = 2\n'
+        '[space."my_optimizers:SignSGD"]\nlr = { low = 1e-4, high = 1e-2, log = true }\n'
+        'beta = { low = 0.5, high = 0.99 }\n')
+    proc = run_cli("compare", "--config", "run.toml", "--out", "run", "--quiet", cwd=user_module)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((user_module / "run" / "results.json").read_text())
+    assert list(data["optimizers"]) == ["adam", "my_optimizers:SignSGD", "my_optimizers:sign_sgd"]
+    mine = data["optimizers"]["my_optimizers:SignSGD"]
+    assert set(mine["best_params"]) == {"lr", "beta"} and 0.5 <= mine["best_params"]["beta"] <= 0.99
+    assert mine["source"]["source"] == "my_optimizers:SignSGD"
+    assert mine["source"]["packages"]["my_optimizers"] == {"distribution": None, "version": None}
+    assert all(not run["diverged"] for run in mine["final"]["seeds"])
+    assert "my_optimizers:SignSGD" in (user_module / "run" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("no_such_module:thing", "cannot import module 'no_such_module'"),
+    ("my_optimizers:missing", "has no attribute 'missing'"),
+    ("my_optimizers:not_an_arm", "is a int, not an Arm or an optimizer factory"),
+    ("broken_module:x", "importing module 'broken_module' raised RuntimeError: boom"),
+    ("my_optimizers:", "an import path is 'package.module:name'"),
+])
+def test_bad_import_paths_are_one_line_and_exit_code_2(user_module, monkeypatch, capsys, name, fragment):
+    monkeypatch.chdir(user_module)
+    monkeypatch.syspath_prepend(str(user_module))
+    code = main(["compare", "--out", str(user_module / "run"), "--quiet", "--optimizers", f"adam,{name}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("hessian-lr: error:") and fragment in err, err
+    assert not (user_module / "run" / "optuna.journal").exists()  # refused before anything was created
+
+
+def test_a_three_hyperparameter_space_from_toml(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('optimizers = "adam,hessian-adam"\ntrials = 3\nepochs = 1\nseeds = 1\nablation = false\n'
+                      '[space.hessian-adam]\nlr = { low = 1e-4, high = 1e-1, log = true }\n'
+                      'curvature_beta = { low = 0.9, high = 0.9999 }\n"betas[1]" = { low = 0.9, high = 0.9999 }\n')
+    out = tmp_path / "run"
+    assert main(["compare", "--config", str(config), "--out", str(out), "--quiet"]) == 0
+    data = json.loads((out / "results.json").read_text())
+    hessian = data["optimizers"]["hessian-adam"]
+    assert set(hessian["space"]) == {"lr", "curvature_beta", "betas[1]"}
+    assert set(hessian["best_params"]) == {"lr", "curvature_beta", "betas"}
+    assert hessian["best_params"]["betas"][0] == 0.9  # the other item keeps Adam's default
+    assert data["optimizers"]["adam"]["space"] == {"lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True}}
+    header = (out / "trials.csv").read_text().splitlines()[0].split(",")
+    assert header == ["optimizer", "study", "number", "lr", "curvature_beta", "betas[1]", "value", "state"]
+    for trial in hessian["trials"]:
+        assert 0.9 <= trial["params"]["curvature_beta"] <= 0.9999 and 0.9 <= trial["params"]["betas[1]"] <= 0.9999
+    report = (out / "report.md").read_text()
+    assert "curvature_beta" in report and "betas[1]" in report

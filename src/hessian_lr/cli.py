@@ -52,20 +52,16 @@ def _check_out_dir(out: Path) -> None:
 
 # -- compare ----------------------------------------------------------------------------------------
 
-def _add_compare_options(parser: argparse.ArgumentParser) -> None:
+def _add_protocol_options(parser: argparse.ArgumentParser, defaults: dict[str, str]) -> None:
+    """The options compare and suite share; ``defaults`` words their help where they differ."""
     from hessian_lr.arms import ARMS
-    from hessian_lr.workloads import WORKLOADS
 
     add = parser.add_argument
-    add("--out", type=Path, help="run folder for results.json, trials.csv, comparison.png, report.md and the "
-        "Optuna study (default: runs/compare)")
     add("--trials", type=_positive_int, help="Optuna trials per optimizer (default: 20)")
-    add("--epochs", type=_positive_int, help="training epochs of every trial and final run (default: the workload's budget, "
-        "20 for mnist1d-mlp)")
     add("--seed", type=int, help="seed of the sampler, initial weights and batch order (default: 0)")
-    add("--optimizers", help=f"comma-separated arms (default: adam,hessian-adam): known names ({', '.join(ARMS)}) or "
-        "import paths package.module:name of your own Arm or optimizer factory (params, lr, **hyperparameters)")
-    add("--workload", help=f"workload (default: mnist1d-mlp); known: {', '.join(WORKLOADS)}")
+    add("--optimizers", help=f"comma-separated arms (default: {defaults['optimizers']}); the first is the baseline; "
+        f"known names ({', '.join(ARMS)}) or import paths package.module:name of your own Arm or optimizer factory "
+        "(params, lr, **hyperparameters)")
     add("--lr-low", type=float, help="lower end of the log-uniform lr search range (default: 1e-4)")
     add("--lr-high", type=float, help="upper end of the log-uniform lr search range (default: 1e-1)")
     add("--storage", help="Optuna storage: a journal-file path or an RDB URL such as sqlite:///x.db or "
@@ -77,11 +73,9 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     add("--studies", type=_positive_int, help="independent tuning studies per optimizer (different sampler seeds), "
         "each with its own final runs, to measure tuning luck (default: 1)")
     add("--seeds", type=_positive_int, help="final runs per optimizer with seeds SEED..SEED+K-1, paired across "
-        "optimizers (default: 10; 1 with --protocol seed)")
+        f"optimizers (default: {defaults['seeds']})")
     add("--ablation", action=argparse.BooleanOptionalAction, default=None,
-        help="also train every optimizer at every other optimizer's tuned lr (default: on; off with --protocol seed)")
-    add("--protocol", choices=("seed", "full"), help="presets: 'full' = 10 paired seeds and the equal-lr ablation "
-        "(default); 'seed' = the original write-up's one final run per optimizer (explicit --seeds/--ablation win)")
+        help=f"also train every optimizer at every other optimizer's tuned lr (default: {defaults['ablation']})")
     add("--workers", type=int, help="worker processes (default: 0 = automatic: one per optimizer up to the CPU "
         "count; with --batch-trials above 1 one process, whose optimizers train side by side in threads)")
     add("--batch-trials", type=_positive_int, help="train this many models at once with torch.func, for trials "
@@ -90,12 +84,42 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
         help="train TPE's 10 random start-up trials (which depend only on the sampler seed) as one batch: "
         "the same lrs as one by one, trained to float tolerance of sequential runs (default: on; "
         "--no-batch-startup with --workers 1 --batch-trials 1 is the plain sequential, bit-reproducible mode)")
-    add("--study", help="prefix of the Optuna study names, one study per optimizer (default: compare)")
+    add("--study", help=f"prefix of the Optuna study names, one study per optimizer (default: {defaults['study']})")
     add("--threads", type=_positive_int, help="intra-op torch threads per process (default: 1, as tiny models "
         "are faster and steadier so on a shared machine; a single batched process shares its cores among its "
         "optimizers, each training in its own thread while cores last)")
-    add("--config", type=Path, help="TOML file with any of these options by long name; flags override it")
+    add("--config", type=Path, help="TOML file with any of these options by long name, and [space.ARM] tables; "
+        "flags override it")
     add("--quiet", action="store_true", help="no progress bars or summary table")
+
+
+def _add_compare_options(parser: argparse.ArgumentParser) -> None:
+    from hessian_lr.workloads import WORKLOADS
+
+    add = parser.add_argument
+    add("--out", type=Path, help="run folder for results.json, trials.csv, comparison.png, report.md and the "
+        "Optuna study (default: runs/compare)")
+    add("--workload", help=f"workload (default: mnist1d-mlp); known: {', '.join(WORKLOADS)}")
+    add("--epochs", type=_positive_int, help="training epochs of every trial and final run (default: the workload's "
+        "budget, 20 for mnist1d-mlp)")
+    add("--protocol", choices=("seed", "full"), help="presets: 'full' = 10 paired seeds and the equal-lr ablation "
+        "(default); 'seed' = the original write-up's one final run per optimizer (explicit --seeds/--ablation win)")
+    _add_protocol_options(parser, {"optimizers": "adam,hessian-adam", "seeds": "10; 1 with --protocol seed",
+                                   "ablation": "on; off with --protocol seed", "study": "compare"})
+
+
+def _add_suite_options(parser: argparse.ArgumentParser) -> None:
+    from hessian_lr.workloads import WORKLOADS
+
+    add = parser.add_argument
+    add("--out", type=Path, help="suite folder: suite.json, suite.md, suite.html, profiles.png, the shared Optuna "
+        "journal and one compare run folder per workload (default: runs/suite)")
+    add("--workloads", help=f"'all' or comma-separated workloads (default: all = {', '.join(WORKLOADS)}); each "
+        "trains for its own default budget")
+    add("--fidelity", action=argparse.BooleanOptionalAction, default=None,
+        help="also measure every estimator against the exact Hessian diagonal on every workload (default: on)")
+    _add_protocol_options(parser, {"optimizers": "adam,hessian-adam,sgd,hessian-sgd", "seeds": "5",
+                                   "ablation": "off", "study": "suite"})
 
 
 COMPARE_KEYS = ("out", "trials", "epochs", "seed", "optimizers", "workload", "lr_low", "lr_high", "storage",
@@ -103,18 +127,37 @@ COMPARE_KEYS = ("out", "trials", "epochs", "seed", "optimizers", "workload", "lr
 PROTOCOLS = {"seed": {"seeds": 1, "ablation": False}, "full": {"seeds": 10, "ablation": True}}
 
 
-def _compare_config(args: argparse.Namespace) -> Any:
-    from hessian_lr.config import CompareConfig, load_toml
+SUITE_KEYS = tuple(k for k in COMPARE_KEYS if k not in ("workload", "epochs")) + ("workloads", "fidelity")
 
-    settings = dict(PROTOCOLS[args.protocol]) if args.protocol else {}
-    settings.update(load_toml(args.config) if args.config is not None else {})
-    settings.update({k: getattr(args, k) for k in COMPARE_KEYS if getattr(args, k) is not None})
+
+def _settings(args: argparse.Namespace, keys: tuple[str, ...], allowed: set[str]) -> dict[str, Any]:
+    """Defaults < the protocol preset < the TOML file < the flags given."""
+    from hessian_lr.config import load_toml
+
+    settings = dict(PROTOCOLS[args.protocol]) if getattr(args, "protocol", None) else {}
+    settings.update(load_toml(args.config, allowed) if args.config is not None else {})
+    settings.update({k: getattr(args, k) for k in keys if getattr(args, k) is not None})
     if isinstance(settings.get("optimizers"), str):
         settings["optimizers"] = settings["optimizers"].split(",")
-    try:
-        config = CompareConfig(**settings)
-    except TypeError as exc:
-        raise UsageError(f"invalid configuration: {exc}") from None
+    return settings
+
+
+def _compare_config(args: argparse.Namespace) -> Any:
+    from dataclasses import fields
+
+    from hessian_lr.config import CompareConfig
+
+    config = CompareConfig(**_settings(args, COMPARE_KEYS, {f.name for f in fields(CompareConfig)}))
+    _check_out_dir(config.out)
+    return config
+
+
+def _suite_config(args: argparse.Namespace) -> Any:
+    from dataclasses import fields
+
+    from hessian_lr.pipeline.suite import SuiteConfig
+
+    config = SuiteConfig(**_settings(args, SUITE_KEYS, {f.name for f in fields(SuiteConfig)}))
     _check_out_dir(config.out)
     return config
 
@@ -147,6 +190,20 @@ def _compare(args: argparse.Namespace) -> None:
         print_summary(results, config.out)
 
 
+def _suite(args: argparse.Namespace) -> None:
+    config = _suite_config(args)
+    import hessian_lr.report  # noqa: F401 - imported before the freeze, as in compare
+    from hessian_lr.console import SuiteProgressDisplay
+    from hessian_lr.pipeline.suite import run_suite
+
+    _freeze_imported_objects()
+    with SuiteProgressDisplay(config, enabled=not args.quiet) as display:
+        run_suite(config, progress=display.update)
+    if not args.quiet:
+        print(f"suite:  {config.out / 'suite.json'}\nreport: {config.out / 'suite.md'} and {config.out / 'suite.html'}\n"
+              f"plot:   {config.out / 'profiles.png'}")
+
+
 # -- worker ---------------------------------------------------------------------------------------
 
 def _worker(args: argparse.Namespace) -> None:
@@ -161,8 +218,17 @@ def _worker(args: argparse.Namespace) -> None:
 
 def _report(args: argparse.Namespace) -> None:
     from hessian_lr.pipeline.outputs import write_outputs
+    from hessian_lr.pipeline.suite import SUITE_FILE, write_suite
     from hessian_lr.results import Results, read_json
 
+    suite = args.run_dir / SUITE_FILE
+    if suite.exists():
+        try:
+            write_suite(read_json(suite), args.run_dir)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"{suite} is not a valid suite file: {exc}") from None
+        print(f"suite report written to {args.run_dir / 'suite.md'}")
+        return
     path = args.run_dir / "results.json"
     try:
         results = Results.from_dict(read_json(path))
@@ -228,6 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
         "The same command run again resumes: finished trials and final runs are reused.")
     _add_compare_options(compare)
     compare.set_defaults(handler=_compare)
+
+    suite = commands.add_parser(
+        "suite", help="compare's protocol on every workload, and one report across them",
+        description="Run compare's protocol (tuning on equal budgets, paired-seed finals) for every (workload, "
+        "optimizer), the estimator-fidelity study of every workload, and write suite.json, suite.md, suite.html and "
+        "profiles.png: per-workload tables, a win/tie/loss table, AlgoPerf performance profiles and a generated "
+        "conclusion. The same command run again resumes; workers on a shared --storage can join with "
+        "'hessian-lr worker --study SUITE_STUDY'.")
+    _add_suite_options(suite)
+    suite.set_defaults(handler=_suite)
 
     worker = commands.add_parser(
         "worker", help="join a compare run's studies on a shared storage (many machines)",

@@ -223,10 +223,12 @@ def _is_json_space(table: Any) -> bool:
 CONFIG_KEYS = {f.name for f in fields(CompareConfig)} - {"spaces"}
 
 
-def load_toml(path: Path) -> dict[str, Any]:
+def load_toml(path: Path, allowed: set[str] | None = None) -> dict[str, Any]:
     """Read a TOML config: keys as the CLI's long options (``-`` or ``_``), plus ``[space.ARM]``
     tables (or ``space = "wide"``; a ``[space]`` table may also hold ``preset = "wide"``).
-    Unknown keys are errors; types are checked by :class:`CompareConfig`."""
+    Keys outside ``allowed`` (default: :class:`CompareConfig`'s fields) are errors; types are
+    checked by the config class."""
+    allowed = (allowed or CONFIG_KEYS) - {"spaces"}
     try:
         with open(path, "rb") as fh:
             raw = tomllib.load(fh)
@@ -244,7 +246,7 @@ def load_toml(path: Path) -> dict[str, Any]:
             del data["space"]
         else:
             data["space"] = preset
-    unknown = sorted(set(data) - CONFIG_KEYS - {"spaces"})
+    unknown = sorted(set(data) - allowed - {"spaces"})
     if unknown:
         raise ValueError(f"unknown key(s) in config file {path}: {', '.join(unknown)}")
     if isinstance(data.get("optimizers"), str):

@@ -13,7 +13,7 @@ from hessian_lr.pipeline.execution import ProgressEvent
 from hessian_lr.config import CompareConfig
 from hessian_lr.results import Results
 
-__all__ = ["ProgressDisplay", "print_summary"]
+__all__ = ["ProgressDisplay", "SuiteProgressDisplay", "print_summary"]
 
 
 class ProgressDisplay:
@@ -49,6 +49,48 @@ class ProgressDisplay:
             self.progress.update(task, status=f"trial {event.trial}" + (f", best {best:.4f}" if best else ""))
 
     def __enter__(self) -> ProgressDisplay:
+        self.progress.start()
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.progress.stop()
+
+
+def _model_epochs(config: CompareConfig) -> int:
+    """Model-epochs a comparison trains: every trial, final run and ablation run."""
+    finals = config.seeds * (config.studies + (len(config.optimizers) - 1 if config.ablation else 0))
+    return len(config.optimizers) * (config.studies * config.trials + finals) * config.epochs
+
+
+class SuiteProgressDisplay:
+    """One display over the whole (workload, arm) matrix: a bar per workload (its trials, finals
+    and fidelity study) and one over everything, in model-epochs."""
+
+    def __init__(self, config: "SuiteConfig", enabled: bool = True) -> None:  # noqa: F821 - avoids a cycle
+        self.progress = Progress(
+            TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+            console=Console(stderr=True), disable=not enabled,
+        )
+        self.totals = {w: _model_epochs(config.compare_config(w)) for w in config.workloads}
+        self.fidelity = config.fidelity
+        self.overall = self.progress.add_task("suite", total=sum(self.totals.values()), status="")
+        self.tasks = {w: self.progress.add_task(f"  {w}", total=total, status="") for w, total in self.totals.items()}
+
+    def update(self, event: ProgressEvent) -> None:
+        workload, _, part = event.task.partition("/")
+        task = self.tasks.get(workload)
+        if task is None:
+            return
+        if event.kind == "epoch":
+            self.progress.advance(task, event.count)
+            self.progress.advance(self.overall, event.count)
+        elif event.kind == "trial":
+            self.progress.update(task, status=f"{part}: trial {event.trial}")
+        elif event.kind == "done" and part == "fidelity":
+            self.progress.update(task, status="fidelity done")
+
+    def __enter__(self) -> SuiteProgressDisplay:
         self.progress.start()
         return self
 

@@ -7,14 +7,15 @@ import json
 
 import pytest
 
-from hessian_lr.compare import run_compare, write_outputs
 from hessian_lr.config import CompareConfig
+from hessian_lr.pipeline import run_compare
+from hessian_lr.pipeline.outputs import write_outputs
 from hessian_lr.results import Results
 from results_helpers import without_timing
 
 
 def tiny(out, **changes) -> CompareConfig:
-    settings = dict(trials=2, epochs=2, out=out, workers=1)
+    settings = dict(trials=2, epochs=2, out=out, workers=1, seeds=1, ablation=False)
     settings.update(changes)
     return CompareConfig(**settings)
 
@@ -28,17 +29,22 @@ def tiny_run(tmp_path_factory):
 
 def test_writes_all_four_outputs_with_the_schema(tiny_run):
     data = json.loads((tiny_run / "results.json").read_text())
-    assert set(data["versions"]) == {"python", "torch", "optuna", "mnist1d", "hessian-lr"}
+    assert set(data["versions"]) == {"python", "torch", "optuna", "numpy", "scipy", "mnist1d", "hessian-lr"}
     assert data["config"]["trials"] == 2 and data["config"]["threads"] == 1
+    assert data["config"]["arm_spaces"]["adam"] == {"lr": {"type": "float", "low": 1e-4, "high": 0.1, "log": True}}
     assert list(data["optimizers"]) == ["adam", "hessian-adam"]
-    for arm in data["optimizers"].values():
+    for name, arm in data["optimizers"].items():
         assert len(arm["trials"]) == 2
-        assert set(arm["trials"][0]) == {"number", "lr", "value", "state"}
+        assert set(arm["trials"][0]) == {"number", "lr", "params", "value", "state", "study"}
+        assert arm["trials"][0]["params"] == {"lr": arm["trials"][0]["lr"]}
+        assert arm["best_params"] == {"lr": arm["best_lr"]} and arm["space"] == data["config"]["arm_spaces"][name]
+        assert arm["source"]["packages"]["torch"]["version"] == data["versions"]["torch"]
         assert arm["best_lr"] == min((t for t in arm["trials"] if t["value"] is not None),
                                      key=lambda t: t["value"])["lr"]
         final = arm["final"]
         assert len(final["val_loss_curve"]) == 3 and final["val_loss"] == final["val_loss_curve"][-1]
-        assert {"test_loss", "test_accuracy", "wall_s"} <= set(final)
+        assert {"test_loss", "test_accuracy", "wall_s"} <= set(final) and final["steps_per_epoch"] == 35
+        assert final["hyperparameters"] == arm["best_params"]
         assert 1e-4 <= arm["best_lr"] <= 1e-1
     rows = list(csv.DictReader((tiny_run / "trials.csv").open()))
     assert len(rows) == 4 and {r["optimizer"] for r in rows} == {"adam", "hessian-adam"}
@@ -106,20 +112,32 @@ def test_two_runs_cannot_share_a_folder(tmp_path):
 
 
 def test_ablation_schedule_trains_every_arm_at_every_tuned_lr_with_paired_seeds(tmp_path):
-    from hessian_lr.compare import plan_final_runs
+    from hessian_lr.pipeline.compare import plan_final_runs
 
     config = tiny(tmp_path, optimizers=("adam", "hessian-adam", "sgd"), seeds=3, seed=5, ablation=True)
-    plan = plan_final_runs(config, {"adam": 1e-3, "hessian-adam": 2e-3, "sgd": 3e-2})
+    lrs = {"adam": 1e-3, "hessian-adam": 2e-3, "sgd": 3e-2}
+    plan = plan_final_runs(config, {arm: {"lr": lr} for arm, lr in lrs.items()})
     assert set(plan) == {"adam", "hessian-adam", "sgd"}
     for arm, sources in plan.items():
         assert set(sources) == {"adam", "hessian-adam", "sgd"}
         for source, specs in sources.items():
             assert [s.seed for s in specs] == [5, 6, 7]
-            assert all(s.arm == arm and s.lr == {"adam": 1e-3, "hessian-adam": 2e-3, "sgd": 3e-2}[source]
-                       for s in specs)
-    without = plan_final_runs(tiny(tmp_path, seeds=2), {"adam": 1e-3, "hessian-adam": 2e-3})
+            assert all(s.arm == arm and s.hyperparameters == {"lr": lrs[source]} for s in specs)
+    without = plan_final_runs(tiny(tmp_path, seeds=2), {"adam": {"lr": 1e-3}, "hessian-adam": {"lr": 2e-3}})
     assert {arm: list(sources) for arm, sources in without.items()} == {"adam": ["adam"],
                                                                          "hessian-adam": ["hessian-adam"]}
+
+
+def test_ablation_swaps_only_the_lr_and_skips_arms_whose_space_fixes_it(tmp_path):
+    from hessian_lr.pipeline.compare import plan_final_runs
+
+    spaces = {"adam": {"lr": {"low": 1e-4, "high": 1e-1, "log": True}, "eps": {"low": 1e-10, "high": 1e-6, "log": True}}}
+    config = tiny(tmp_path, optimizers=("adam", "sgd", "prodigy"), seeds=1, ablation=True, spaces=spaces)
+    best = {"adam": {"lr": 1e-3, "eps": 1e-9}, "sgd": {"lr": 0.05}, "prodigy": {"lr": 1.0, "d_coef": 2.0}}
+    plan = plan_final_runs(config, best)
+    assert plan["adam"]["sgd"][0].hyperparameters == {"lr": 0.05, "eps": 1e-9}
+    assert set(plan["adam"]) == {"adam", "sgd"} and set(plan["prodigy"]) == {"prodigy"}
+    assert plan["prodigy"]["prodigy"][0].hyperparameters == {"lr": 1.0, "d_coef": 2.0}
 
 
 def test_seeds_and_ablation_end_to_end(tmp_path):
@@ -130,6 +148,7 @@ def test_seeds_and_ablation_end_to_end(tmp_path):
         assert [run["seed"] for run in seeds] == [0, 1]
         ablation = data["ablation"]["runs"][arm][other]
         assert [run["lr"] for run in ablation] == [results.optimizers[other].best_lr] * 2
+        assert [run["seed"] for run in ablation] == [0, 1]
     # paired: seed k gives both arms the same initial weights
     for k in range(2):
         assert (data["optimizers"]["adam"]["final"]["seeds"][k]["val_loss_curve"][0]
@@ -148,7 +167,7 @@ def test_batched_trials_complete_the_budget_and_match_sequential_at_stable_lrs(t
     for arm, arm_results in results.optimizers.items():
         assert len(arm_results.trials) == 4 and len({t.lr for t in arm_results.trials}) == 4
         final = arm_results.final["seeds"][1]
-        sequential = train_run(get_workload(config.workload), get_arm(arm), final["lr"], epochs=2, seed=1)
+        sequential = train_run(get_workload(config.workload), get_arm(arm), final["hyperparameters"], epochs=2, seed=1)
         assert final["val_loss_curve"] == pytest.approx(sequential.val_loss_curve, rel=1e-4)
 
 
@@ -166,7 +185,7 @@ def test_batched_startup_asks_the_same_lrs_as_one_by_one(tmp_path):
 def test_lanes_run_items_at_once_in_order_and_raise_the_first_error():
     import threading
 
-    from hessian_lr.compare import ProgressEvent, _in_lanes
+    from hessian_lr.pipeline.execution import ProgressEvent, in_lanes
 
     barrier = threading.Barrier(2, timeout=10)  # both items must be running at the same moment
 
@@ -177,9 +196,9 @@ def test_lanes_run_items_at_once_in_order_and_raise_the_first_error():
     def plain(n, progress):
         return n
 
-    assert _in_lanes(2, both_at_once, [(1,), (2,)], print) == [10, 20]
-    assert _in_lanes(2, plain, [(i,) for i in range(7)], print) == list(range(7))
-    assert _in_lanes(1, lambda n, progress: threading.current_thread().name, [(0,), (1,)], print) == ["MainThread"] * 2
+    assert in_lanes(2, both_at_once, [1, 2], print) == [10, 20]
+    assert in_lanes(2, plain, list(range(7)), print) == list(range(7))
+    assert in_lanes(1, lambda n, progress: threading.current_thread().name, [0, 1], print) == ["MainThread"] * 2
 
     reports = []
 
@@ -193,7 +212,7 @@ def test_lanes_run_items_at_once_in_order_and_raise_the_first_error():
         return n
 
     with pytest.raises(RuntimeError, match="item 1"):
-        _in_lanes(2, fail_fast_or_report, [(0,), (1,), (2,), (3,)], lambda event: None)
+        in_lanes(2, fail_fast_or_report, [0, 1, 2, 3], lambda event: None)
     assert len(reports) < 1000 and 2 not in reports and 3 not in reports  # the others stopped, none started
 
 

@@ -13,15 +13,21 @@ import time
 import optuna
 import pytest
 
-from hessian_lr.tuning.study import LR_PARAM, open_study, run_study, storage_for
+from hessian_lr.tuning.space import Categorical, Fixed, Float, Int, SearchSpace
+from hessian_lr.tuning.study import open_study, run_study, storage_for
+
+LR_PARAM = "lr"
+LR_SPACE = SearchSpace({"lr": Float(1e-4, 1e-1, log=True)})
+WIDE = SearchSpace({"lr": Float(1e-4, 1e-1, log=True), "betas[1]": Float(0.9, 0.9999), "steps": Int(1, 8),
+                    "amsgrad": Categorical((False, True)), "eps": Fixed(1e-8)})
 
 
-def _objective(lrs):
-    return [((lr - 3e-3) ** 2, {}) for lr in lrs]  # any deterministic function of the lr
+def _objective(points):
+    return [((p["lr"] - 3e-3) ** 2 + 1e-3 * p.get("steps", 0), {}) for p in points]  # deterministic in the point
 
 
-def _run(study, n_trials, batch_size=1, batch_startup=False):
-    run_study(study, _objective, n_trials=n_trials, lr_range=(1e-4, 1e-1), seed=7, batch_size=batch_size,
+def _run(study, n_trials, batch_size=1, batch_startup=False, space=LR_SPACE):
+    run_study(study, _objective, n_trials=n_trials, space=space, seed=7, batch_size=batch_size,
               batch_startup=batch_startup)
 
 
@@ -45,6 +51,40 @@ def test_a_trial_killed_inside_ask_gets_the_lr_ask_was_drawing(tmp_path):
         return [(t.number, t.params[LR_PARAM], t.value, t.state) for t in s.trials]
 
     assert numbers_lrs_values(study) == numbers_lrs_values(reference)
+
+
+def test_a_wider_space_samples_every_dimension_and_resumes_exactly_after_a_kill_inside_ask(tmp_path):
+    """The objective sees every dimension (fixed ones included). A kill between two of a trial's
+    parameters leaves a RUNNING trial with only some of them: it is closed as an uncounted FAIL
+    and the next ask draws the same point, so the counted trials are an uninterrupted run's."""
+    seen = []
+
+    def objective(points):
+        seen.extend(points)
+        return _objective(points)
+
+    reference = _study(tmp_path / "reference")
+    run_study(reference, objective, n_trials=13, space=WIDE, seed=7)
+    assert all(set(p) == {"lr", "betas[1]", "steps", "amsgrad", "eps"} and p["eps"] == 1e-8 for p in seen)
+    assert all(0.9 <= p["betas[1]"] <= 0.9999 and p["steps"] in range(1, 9) for p in seen)
+
+    study = _study(tmp_path / "killed")
+    run_study(study, _objective, n_trials=11, space=WIDE, seed=7)
+    trial_id = study._storage.create_new_trial(study._study_id)  # killed after storing one parameter
+    study._storage.set_trial_param(trial_id, "lr", 0.01, WIDE.distributions()["lr"])
+    run_study(study, _objective, n_trials=13, space=WIDE, seed=7)
+
+    def counted(s):
+        return [(t.params, t.value) for t in s.trials if t.state == optuna.trial.TrialState.COMPLETE]
+
+    assert counted(study) == counted(reference)
+    assert [t.state for t in study.trials].count(optuna.trial.TrialState.FAIL) == 1
+
+
+def test_a_space_of_fixed_values_trains_the_same_point_every_trial(tmp_path):
+    study = _study(tmp_path)
+    run_study(study, _objective, n_trials=3, space=SearchSpace({"lr": Fixed(2e-3)}), seed=7)
+    assert [t.params for t in study.trials] == [{}] * 3 and len({t.value for t in study.trials}) == 1
 
 
 def test_a_batch_killed_inside_its_asks_resumes_to_exactly_the_budget(tmp_path):

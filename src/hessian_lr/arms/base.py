@@ -86,10 +86,15 @@ class GraphStep(TrainStep):
     """Second-order optimizers that take a Hessian-vector product from ``p.grad`` inside
     ``step()`` (AdaHessian, SophiaH): on every ``every``-th step (steps 0, every, 2·every, ...)
     the backward keeps its graph (``create_graph=True``). The engine frees the graph after the
-    step by setting the gradients to None."""
+    step by setting the gradients to None.
+
+    It does not stack: the optimizer differentiates the graph inside ``step()``, so K models'
+    optimizers cannot share one graph (the first step frees it, and writes the parameter buffer
+    whose views the others' graphs saved); its models train one at a time."""
 
     every: int = 1
     plain: ClassVar[bool] = False
+    stacks: ClassVar[bool] = False
 
     def needs_graph(self, step: int) -> bool:
         return step % self.every == 0
@@ -189,6 +194,15 @@ class Arm:
         return next((p for p in self.requires if importlib.util.find_spec(p) is None), None)
 
 
+def _parameter_names(fn: Callable[..., Any]) -> set[str]:
+    """The named parameters of ``fn`` after ``params`` (``**kwargs`` excluded)."""
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return set()
+    return {p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
 def check_space(arm: Arm, space: SearchSpace, params: list[Tensor]) -> None:
     """Refuse a space that does not fit ``arm`` before any training.
 
@@ -203,10 +217,9 @@ def check_space(arm: Arm, space: SearchSpace, params: list[Tensor]) -> None:
     """
     from hessian_lr.tuning.space import assemble_hyperparameters, split_name
 
-    built_keys: set[str] = set()
-    for corner in space.corners():
+    def build(point: dict[str, Any]) -> Optimizer:
         try:
-            kwargs = assemble_hyperparameters(corner, arm.defaults)
+            kwargs = assemble_hyperparameters(point, arm.defaults)
         except ValueError as exc:
             raise ValueError(f"space of {arm.name}: {exc}") from None
         try:
@@ -217,10 +230,17 @@ def check_space(arm: Arm, space: SearchSpace, params: list[Tensor]) -> None:
         if not isinstance(optimizer, Optimizer):
             raise ValueError(f"optimizer {arm.name!r}: its factory returned a {type(optimizer).__name__}, not a "
                              "torch.optim.Optimizer")
-        built_keys |= set(getattr(optimizer, "defaults", {}))
-    for name in space:
-        base, _ = split_name(name)
-        if base not in arm.defaults and base not in built_keys:
-            known = sorted(set(arm.defaults) | built_keys)
-            raise ValueError(f"space of {arm.name}: {name!r} is not a hyperparameter of this optimizer "
-                             f"(it takes {', '.join(known)})")
+        return optimizer
+
+    corners = space.corners()
+    named = set(arm.defaults) | _parameter_names(arm.build)
+    unknown = [name for name in space if split_name(name)[0] not in named]
+    if unknown:  # the optimizer's own record of its hyperparameters decides
+        known = {name: value for name, value in corners[0].items() if name not in unknown}
+        taken = set(getattr(build(known), "defaults", {}))
+        for name in unknown:
+            if split_name(name)[0] not in taken:
+                raise ValueError(f"space of {arm.name}: {name!r} is not a hyperparameter of this optimizer "
+                                 f"(it takes {', '.join(sorted(named | taken))})")
+    for corner in corners:
+        build(corner)

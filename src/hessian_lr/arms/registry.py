@@ -134,11 +134,12 @@ def _distribution_of(package: str) -> tuple[str | None, str | None]:
 
 
 def provenance(arm: Arm) -> dict[str, Any]:
-    """Where ``arm`` comes from: its source (module or import path) and the distribution and
-    version of every package it requires (``None`` for a module that is not an installed
-    distribution, e.g. a file in the current directory)."""
+    """Where ``arm`` comes from and what it is: its source (module or import path), description,
+    training step, and the distribution and version of every package it requires (``None`` for
+    a module that is not an installed distribution, e.g. a file in the current directory)."""
     packages = {}
     for package in arm.requires:
         dist, version = _distribution_of(package)
         packages[package] = {"distribution": dist, "version": version}
-    return {"source": arm.source, "packages": packages}
+    return {"source": arm.source, "description": arm.description, "step": arm.step.describe(),
+            "second_order": arm.second_order, "packages": packages}

@@ -6,10 +6,11 @@ contiguous ``[K, *shape]`` block (``self.params[i]``), so that row ``k`` of ever
 
 **Gradients** (one of two paths):
 
-* the generic path — ``torch.func.vmap`` over ``torch.func.functional_call`` of the workload's
-  model, one forward for all K models, the per-model losses summed and handed to the arm's
-  backward (the sum's gradient with respect to model k's parameters is model k's own gradient);
-  any workload model without changing buffers, any arm whose step ``stacks``;
+* the generic path — one batched forward for all K models (:mod:`~hessian_lr.training.forward`:
+  ``torch.func.vmap`` over ``torch.func.functional_call``, or a specialised forward for the
+  model's class), the per-model losses summed and handed to the arm's backward (the sum's
+  gradient with respect to model k's parameters is model k's own gradient); any workload model
+  without changing buffers, any arm whose step ``stacks``;
 * :class:`~hessian_lr.training.mlp.BatchedMLP` — a hand-written batched forward/backward for
   ReLU MLPs under cross-entropy (measured ~3× faster than the generic path on mnist1d-mlp,
   ``benchmarks/batched_training.py``), used when the arm's backward is a plain one.
@@ -38,6 +39,7 @@ learning rates a one-ulp difference grows like any perturbation (``docs/engine.m
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +50,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from hessian_lr.arms import Arm
+from hessian_lr.training.forward import batched_forward
 from hessian_lr.training.loop import Run, initial_model
 from hessian_lr.training.mlp import BatchedMLP
 from hessian_lr.training.stacking import LR, compact_optimizer, hyperparameter_key, stacking_of
@@ -74,6 +77,7 @@ class _Unit:
     stacked: bool
     hyperparameters: dict[str, Any]
     lr_scale: Tensor | None = None  # per-row lr / the lr the optimizer steps at (stacked units only)
+    rng: Tensor | None = None  # its model's own global-RNG state (per-model units only), see _own_rng
 
     @property
     def rows(self) -> range:
@@ -108,11 +112,16 @@ class StackedModels:
         self.runs = list(runs)
 
         initial: dict[int, list[Tensor]] = {}
+        # The global RNG state each seed's model leaves behind: what a per-model optimizer that
+        # draws from torch's global RNG (SophiaH's and AdaHessian's Hutchinson probes, Kron's
+        # preconditioner updates) starts from when its model trains alone.
+        self._rng: dict[int, Tensor] = {}
         model = None
         for run in self.runs:
             if run.seed not in initial:
                 model = initial_model(workload, run.seed)
                 initial[run.seed] = [p.detach() for p in model.parameters()]
+                self._rng[run.seed] = torch.get_rng_state()
         assert model is not None
         self.model = model.eval()
         self.names = [name for name, _ in model.named_parameters()]
@@ -173,9 +182,28 @@ class StackedModels:
         units = []
         for row in range(start, stop):
             leaves = [self._leaf(block[row], grad) for block, grad in zip(self.params, self._grad_views(row))]
-            units.append(_Unit(self.arm.build(leaves, **self.runs[row].hyperparameters), leaves, row, row + 1, False,
-                               dict(self.runs[row].hyperparameters)))
+            unit = _Unit(None, leaves, row, row + 1, False, dict(self.runs[row].hyperparameters),  # type: ignore[arg-type]
+                         rng=self._rng[self.runs[row].seed].clone())
+            with self._own_rng(unit):
+                unit.optimizer = self.arm.build(leaves, **self.runs[row].hyperparameters)
+            units.append(unit)
         return units
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _own_rng(unit: _Unit):
+        """Run with torch's global RNG in ``unit``'s own state (a per-model unit: the stream its
+        model sees when trained alone), leaving the global RNG as it was."""
+        if unit.rng is None:
+            yield
+            return
+        outer = torch.get_rng_state()
+        torch.set_rng_state(unit.rng)
+        try:
+            yield
+        finally:
+            unit.rng = torch.get_rng_state()
+            torch.set_rng_state(outer)
 
     def _grad_views(self, rows: int | slice) -> list[Tensor | None]:
         """The gradient buffer's views of ``rows`` per parameter (hand-written path), else Nones."""
@@ -198,16 +226,12 @@ class StackedModels:
                 scale[unit.start : unit.stop] = unit.lr_scale
         return torch.cat([scale.repeat_interleave(math.prod(s)) for s in self.shapes])
 
-    def _make_functional(self):
-        from torch.func import functional_call, vmap
+    def _make_functional(self) -> dict[str, Any]:
+        from torch.func import vmap
 
-        model, loss_fn = self.model, self.workload.loss_fn
-
-        def outputs_of(params: dict[str, Tensor], x: Tensor) -> Tensor:
-            return functional_call(model, params, (x,))
-
-        return {"shared": vmap(outputs_of, in_dims=(0, None)), "own": vmap(outputs_of),
-                "loss": vmap(loss_fn), "loss_shared": vmap(loss_fn, in_dims=(0, None))}
+        forward, loss_fn = batched_forward(self.model), self.workload.loss_fn
+        return {"shared": forward.shared, "own": forward.own, "loss": vmap(loss_fn),
+                "loss_shared": vmap(loss_fn, in_dims=(0, None))}
 
     # -- mode switches -------------------------------------------------------------------------
     def train_mode(self) -> None:
@@ -292,7 +316,8 @@ class StackedModels:
                 self._saved.copy_(self.flat)
             for unit in self.units:
                 if unit.stacked or not bool(self.stopped[unit.start]):
-                    unit.optimizer.step()
+                    with self._own_rng(unit):
+                        unit.optimizer.step()
             if self._scaled:
                 self.flat.sub_(self._saved).mul_(self._scale_flat).add_(self._saved)
             if bool(self.stopped.any()):

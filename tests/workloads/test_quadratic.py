@@ -110,7 +110,7 @@ def test_one_simulated_run_is_torch_sgd_on_the_workload():
             opt.zero_grad()
             work.objective(model, data.x_train[idx], data.y_train[idx]).backward()
             opt.step()
-    final = float(work.loss_fn(model(data.x_val), data.y_val))
+    final = float(work.loss_fn(model(data.x_val), data.y_val).detach())
     simulated = _simulate_sgd("rotated-quadratic", 6, REFERENCE_LR)[5]
     assert final == pytest.approx(float(simulated), rel=1e-4)
 

@@ -18,7 +18,7 @@ NEW = ["noisy-quadratic", "rotated-quadratic", "digits-softmax", "mnist1d-gru", 
 
 def test_registry_holds_the_nine_workloads_with_budgets():
     assert {"mnist1d-mlp", "mnist1d-cnn", "mnist1d-deep-mlp", *NEW} == set(WORKLOADS)
-    assert get_workload("mnist1d-mlp").epochs == 20 and get_workload("mnist1d-cnn").epochs == 30
+    assert get_workload("mnist1d-mlp").epochs == 20 and get_workload("mnist1d-cnn").epochs == 15
     with pytest.raises(ValueError, match="unknown workload"):
         get_workload("cifar")
 

@@ -8,6 +8,7 @@ The first call compiles (~10-30 s on 2 cores, then cached on disk by inductor).
 
 from __future__ import annotations
 
+import pytest
 import torch
 from optim_helpers import batch, mlp
 
@@ -49,3 +50,20 @@ def test_compiled_path_trains_like_the_reference(monkeypatch):
         for p, (_, h) in zip([*model.parameters(), extra], ref_state):
             torch.testing.assert_close(opt.state[p]["h"], h, rtol=1e-4, atol=1e-12)
             assert torch.equal(opt.state[p]["prev_grad"], p.grad.float())  # g_t itself, exactly
+
+
+def test_a_failed_compilation_warns_once_and_falls_back_to_eager_ops(monkeypatch):
+    import torch._dynamo
+
+    def no_compiler(*args, **kwargs):
+        raise torch._dynamo.exc.BackendCompilerFailed(lambda: None, RuntimeError("no C++ compiler"), None)
+
+    monkeypatch.setattr(F, "_compiled", no_compiler)
+    monkeypatch.setattr(F, "_compiled_error", None)
+    grad = torch.randn(7)
+    got, want = (grad.clone(), torch.zeros(7), torch.zeros(7)), (grad.clone(), torch.zeros(7), torch.zeros(7))
+    with pytest.warns(UserWarning, match="torch.compile of the grad-diff step failed.*no C\\+\\+ compiler"):
+        F.compiled_grad_diff_([got[0]], [got[1]], [got[2]], rows=[0], hyper=[(0.9, 1e-8, 1)], into_prev=[True])
+    F.single_tensor_grad_diff_(*want, beta=0.9, eps=1e-8, step=1, into_prev=True)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert F._compiled_error is not None  # later calls go straight to the eager ops, without a warning

@@ -130,22 +130,33 @@ def test_foreach_matches_reference(dtype, into_prev):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_dispatcher_groups_tensors_by_implementation_and_hyperparameters():
-    """grad_diff_ with per-tensor rows, mixed dtypes and both outputs equals one reference call per tensor."""
+def test_dispatcher_groups_tensors_by_implementation_and_hyperparameters(kernel_module):
+    """grad_diff_ with per-tensor rows, mixed dtypes, both outputs and mixed implementations equals
+    one reference call per tensor, bit for bit."""
     specs = [(torch.float32, torch.float32, True), (torch.bfloat16, torch.float32, False),
              (torch.float64, torch.float64, False), (torch.float32, torch.float32, True)]
     cases = [_random_case(g, s, (9, 4), seed) for seed, (g, s, _) in enumerate(specs)]
     into = [spec[2] for spec in specs]
-    betas, epss, steps = [0.9, 0.9, 0.5, 0.9], [1e-6, 1e-6, 1e-3, 1e-6], [3, 3, 1, 3]
-    for impls in (["foreach"] * 4, ["for-loop"] * 4, ["foreach", "for-loop", "foreach", "for-loop"]):
+    hyper = [(0.9, 1e-6, 3), (0.5, 1e-3, 1)]
+    rows = [0, 0, 1, 0]
+    for impls in (["foreach"] * 4, ["for-loop"] * 4, ["kernel"] * 4, ["foreach", "kernel", "for-loop", "kernel"]):
         got = [tuple(x.clone() for x in c) for c in cases]
         want = [tuple(x.clone() for x in c) for c in cases]
-        F.grad_diff_([c[0] for c in got], [c[1] for c in got], [c[2] for c in got], betas=betas, epss=epss,
-                     steps=steps, into_prev=into, implementations=[F.Implementation(i) for i in impls])
-        for (grad, prev, h), beta, eps, step, into_prev in zip(want, betas, epss, steps, into):
+        F.grad_diff_([c[0] for c in got], [c[1] for c in got], [c[2] for c in got], rows=rows, hyper=hyper,
+                     into_prev=into, implementations=[F.Implementation(i) for i in impls], kernel=kernel_module)
+        for (grad, prev, h), row, into_prev in zip(want, rows, into):
+            beta, eps, step = hyper[row]
             F.single_tensor_grad_diff_(grad, prev, h, beta=beta, eps=eps, step=step, into_prev=into_prev)
         for a, b in zip(got, want):
-            assert all(torch.equal(x, y) for x, y in zip(a, b))
+            assert all(torch.equal(x, y) for x, y in zip(a, b)), impls
+
+
+def test_refill_copies_g_back_into_prev_grad(kernel_module):
+    grads = [torch.randn(5, 3), torch.randn(4, 6).t(), torch.randn(7, dtype=torch.float64)]
+    for kernel in (kernel_module, None):
+        prevs = [torch.zeros(5, 3), torch.zeros(6, 4), torch.zeros(7, dtype=torch.float64)]
+        F.refill_prev_grads_(prevs, grads, kernel=kernel)
+        assert all(torch.equal(p, g) for p, g in zip(prevs, grads))
 
 
 def test_choose_implementation_is_the_documented_rule():

@@ -29,8 +29,9 @@ Four implementations, identical in meaning:
 ``for-loop``       :func:`single_tensor_grad_diff_`, the readable reference
 =================  ==============================================================================
 
-:func:`choose_implementation` is the rule, :func:`grad_diff_` the dispatcher and
-:func:`first_nonfinite` the matching finiteness check. All of them work in place and allocate no
+:func:`choose_implementation` is the rule, :func:`grad_diff_` the dispatcher, and
+:func:`first_nonfinite` and :func:`refill_prev_grads_` the finiteness check before and the copy
+of ``g_t`` after it. All of them work in place and allocate no
 model-sized temporaries.
 """
 
@@ -46,12 +47,14 @@ from torch import Tensor
 
 __all__ = [
     "Implementation",
+    "Hyper",
     "bias_correction",
     "single_tensor_grad_diff_",
     "foreach_grad_diff_",
     "compiled_grad_diff_",
     "choose_implementation",
     "grad_diff_",
+    "refill_prev_grads_",
     "first_nonfinite",
 ]
 
@@ -63,6 +66,9 @@ class Implementation(str, enum.Enum):
     COMPILED = "compiled"
     FOREACH = "foreach"
     FOR_LOOP = "for-loop"
+
+
+Hyper = tuple[float, float, int]  # (beta, eps, step t): one row of hyperparameters
 
 
 def bias_correction(beta: float, step: int) -> float:
@@ -132,14 +138,15 @@ def _grad_diff_lists(
     grads: list[Tensor],
     prev_grads: list[Tensor],
     hs: list[Tensor],
-    betas: list[float],
-    epss: list[float],
-    scales: list[float],
+    table: Tensor,
+    rows: tuple[int, ...],
     into_prev: tuple[bool, ...],
 ) -> None:
-    """The update written for ``torch.compile``: per-tensor hyperparameters, no scratch reuse (the
-    compiler fuses each tensor's ops into one loop that reads ``g, g_prev, h`` once)."""
-    for grad, prev, h, beta, eps, scale, into in zip(grads, prev_grads, hs, betas, epss, scales, into_prev):
+    """The update written for ``torch.compile``: ``table[rows[i]] = (beta, eps, scale)`` of tensor
+    ``i`` (a tensor, so new step counts reuse the compiled code), no scratch reuse (the compiler
+    fuses each tensor's ops into one loop that reads ``g, g_prev, h`` once)."""
+    for grad, prev, h, row, into in zip(grads, prev_grads, hs, rows, into_prev):
+        beta, eps, scale = table[row, 0], table[row, 1], table[row, 2]
         g = grad.to(prev.dtype)
         neg_d = prev - g
         h_new = h * beta + neg_d * neg_d * (1.0 - beta)
@@ -155,44 +162,52 @@ def _grad_diff_lists(
 _compiled: Callable[..., None] | None = None
 _compiled_error: str | None = None  # why torch.compile is unusable here, once it failed
 
-
 def compiled_grad_diff_(
     grads: list[Tensor],
     prev_grads: list[Tensor],
     hs: list[Tensor],
     *,
-    betas: Sequence[float],
-    epss: Sequence[float],
-    steps: Sequence[int],
+    rows: Sequence[int],
+    hyper: Sequence[Hyper],
     into_prev: Sequence[bool],
 ) -> None:
-    """The grad-diff update of every tensor in one ``torch.compile``-d call (per-tensor
-    hyperparameters), on any device torch.compile generates code for.
+    """The grad-diff update of every tensor in one ``torch.compile``-d call per device; tensor
+    ``i`` uses the hyperparameters ``hyper[rows[i]]``. Runs on any device torch.compile generates
+    code for.
 
-    Compiled on first use (inductor: C++ on CPU, Triton on CUDA; seconds to a minute, cached on
-    disk by inductor), with dynamic shapes and symbolic floats, so new step counts and most new
-    parameter shapes reuse the compiled code. If compilation fails (no compiler, no Triton) it warns
-    once and this process uses :func:`foreach_grad_diff_` instead.
+    Compiled on first use for each set of tensor shapes (inductor: C++ on CPU, Triton on CUDA;
+    seconds for a few tensors, a minute or more for hundreds; cached on disk by inductor). Shapes
+    are static, which keeps the per-call overhead low; dynamo's recompile limit (8) bounds how many
+    distinct parameter sets one process compiles before it runs them eagerly. If compilation fails
+    (no compiler, no Triton) it warns once and this process uses the eager ops instead.
     """
     global _compiled, _compiled_error
-    scales = [1.0 / bias_correction(b, t) for b, t in zip(betas, steps)]
-    if _compiled_error is None:
-        first_call = _compiled is None
-        if first_call:
-            _compiled = torch.compile(_grad_diff_lists, dynamic=True, fullgraph=True)
-        try:
-            _compiled(grads, prev_grads, hs, list(betas), list(epss), scales, tuple(into_prev))
-            return
-        except Exception as exc:  # noqa: BLE001 - compilation happens before any tensor is written
-            if not first_call:
-                raise
-            _compiled_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            warnings.warn(
-                f"hessian_lr: torch.compile of the grad-diff step failed ({_compiled_error}); "
-                "using eager _foreach_ ops",
-                stacklevel=3,
-            )
-    _eager_grad_diff_(grads, prev_grads, hs, betas, epss, steps, into_prev, foreach=True)
+    by_device: dict[torch.device, list[int]] = {}
+    for i, g in enumerate(grads):
+        by_device.setdefault(g.device, []).append(i)
+    table_rows = [(beta, eps, 1.0 / bias_correction(beta, step)) for beta, eps, step in hyper]
+    for device, members in by_device.items():
+        sub = (
+            [grads[i] for i in members], [prev_grads[i] for i in members], [hs[i] for i in members],
+            [rows[i] for i in members], [into_prev[i] for i in members],
+        )
+        if _compiled_error is None:
+            if _compiled is None:
+                _compiled = torch.compile(_grad_diff_lists, dynamic=False, fullgraph=True)
+            table = torch.tensor(table_rows, dtype=torch.float64).to(device, non_blocking=True)
+            try:
+                _compiled(sub[0], sub[1], sub[2], table, tuple(sub[3]), tuple(sub[4]))
+                continue
+            except Exception as exc:  # noqa: BLE001 - narrowed below
+                if not type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                    raise  # not a compilation failure (those happen before any tensor is written)
+                _compiled_error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+                warnings.warn(
+                    f"hessian_lr: torch.compile of the grad-diff step failed ({_compiled_error}); "
+                    "using eager _foreach_ ops",
+                    stacklevel=3,
+                )
+        _eager_grad_diff_(*sub, hyper, foreach=True)
 
 
 def choose_implementation(
@@ -218,50 +233,48 @@ def grad_diff_(
     prev_grads: list[Tensor],
     hs: list[Tensor],
     *,
-    betas: Sequence[float],
-    epss: Sequence[float],
-    steps: Sequence[int],
+    rows: Sequence[int],
+    hyper: Sequence[Hyper],
     into_prev: Sequence[bool],
     implementations: Sequence[Implementation],
     kernel: ModuleType | None = None,
 ) -> None:
     """The grad-diff update of every tensor, each with its own hyperparameters and implementation.
 
-    All sequences are per tensor (``implementations[i]`` normally from :func:`choose_implementation`).
-    Tensors of one implementation are handled together: one kernel call, one compiled call, one
-    ``_foreach_`` chain per (hyperparameters, ``into_prev``) batch of same-dtype tensors.
+    Tensor ``i`` uses ``hyper[rows[i]] = (beta, eps, step)`` and ``implementations[i]`` (normally
+    from :func:`choose_implementation`); ``into_prev[i]`` says where its rescaled gradient goes.
+    Tensors of one implementation are handled together: one kernel call, one compiled call per
+    device, one ``_foreach_`` chain per batch sharing a row, ``into_prev``, device and dtype.
     """
     by_impl: dict[Implementation, list[int]] = {}
     for i, impl in enumerate(implementations):
         by_impl.setdefault(impl, []).append(i)
     for impl, members in by_impl.items():
-        everyone = len(members) == len(grads)
-
-        def pick(values: Sequence, members: list[int] = members, everyone: bool = everyone) -> list:
-            return list(values) if everyone else [values[i] for i in members]
-
-        g, p, h = pick(grads), pick(prev_grads), pick(hs)
-        b, e, t, into = pick(betas), pick(epss), pick(steps), pick(into_prev)
+        if len(members) == len(grads):
+            g, p, h, r, into = grads, prev_grads, hs, list(rows), list(into_prev)
+        else:
+            g, p, h = [grads[i] for i in members], [prev_grads[i] for i in members], [hs[i] for i in members]
+            r, into = [rows[i] for i in members], [into_prev[i] for i in members]
         if impl is Implementation.KERNEL:
             if kernel is None:
                 raise ValueError("grad_diff_: the kernel implementation needs the kernel module")
-            scales = [1.0 / bias_correction(beta, step) for beta, step in zip(b, t)]
-            kernel.grad_diff_(g, p, h, list(range(len(g))), b, e, scales, into)
+            betas, epss, scales = zip(*((b, e, 1.0 / bias_correction(b, t)) for b, e, t in hyper))
+            kernel.grad_diff_(g, p, h, r, list(betas), list(epss), list(scales), into)
         elif impl is Implementation.COMPILED:
-            compiled_grad_diff_(g, p, h, betas=b, epss=e, steps=t, into_prev=into)
+            compiled_grad_diff_(g, p, h, rows=r, hyper=hyper, into_prev=into)
         else:
-            _eager_grad_diff_(g, p, h, b, e, t, into, foreach=impl is Implementation.FOREACH)
+            _eager_grad_diff_(g, p, h, r, into, hyper, foreach=impl is Implementation.FOREACH)
 
 
-def _eager_grad_diff_(grads, prev_grads, hs, betas, epss, steps, into_prev, *, foreach: bool) -> None:
-    """Eager ops: ``_foreach_`` chains over batches sharing hyperparameters and dtypes, else one
-    tensor at a time."""
+def _eager_grad_diff_(grads, prev_grads, hs, rows, into_prev, hyper, *, foreach: bool) -> None:
+    """Eager ops: ``_foreach_`` chains over batches sharing a row, ``into_prev``, device and
+    dtype, else one tensor at a time."""
     batches: dict[tuple, list[int]] = {}
     for i, (g, p, h) in enumerate(zip(grads, prev_grads, hs)):
         same = g.dtype == p.dtype == h.dtype and g.device == p.device == h.device
-        key = (betas[i], epss[i], steps[i], into_prev[i], g.device if same and foreach else i)
-        batches.setdefault(key, []).append(i)
-    for (beta, eps, step, into, _), members in batches.items():
+        batches.setdefault((rows[i], into_prev[i], g.device if same and foreach else i), []).append(i)
+    for (row, into, _), members in batches.items():
+        beta, eps, step = hyper[row]
         if len(members) > 1:
             foreach_grad_diff_(
                 [grads[i] for i in members], [prev_grads[i] for i in members], [hs[i] for i in members],
@@ -270,6 +283,16 @@ def _eager_grad_diff_(grads, prev_grads, hs, betas, epss, steps, into_prev, *, f
         else:
             i = members[0]
             single_tensor_grad_diff_(grads[i], prev_grads[i], hs[i], beta=beta, eps=eps, step=step, into_prev=into)
+
+
+def refill_prev_grads_(prev_grads: list[Tensor], grads: list[Tensor], *, kernel: ModuleType | None = None) -> None:
+    """``prev_grad <- grad`` for every pair, after the base step of an ``into_prev`` update: the
+    kernel's one ``memcpy`` per tensor where it is loaded and all are CPU tensors, else
+    ``_foreach_copy_`` (one fused copy on CUDA)."""
+    if kernel is not None and all(g.device.type == "cpu" for g in grads):
+        kernel.copy_(prev_grads, grads)
+    else:
+        torch._foreach_copy_(prev_grads, grads)
 
 
 def first_nonfinite(grads: Sequence[Tensor], *, kernel: ModuleType | None = None) -> int | None:

@@ -1,6 +1,6 @@
 """An optional compiled (C++) kernel for the grad-diff pre-conditioning step.
 
-Three entry points, all on CPU tensors:
+Four entry points, all on CPU tensors:
 
 * ``first_nonfinite(grads)`` -- the index of the first gradient holding inf/NaN (or -1): an
   integer OR over exponent bits, one read of each gradient, so the wrapper can refuse a step
@@ -11,6 +11,7 @@ Three entry points, all on CPU tensors:
   ``g`` is only read -- the wrapper's step, which never writes ``p.grad``) or ``g`` and ``g_prev``
   (in place, as :func:`hessian_lr.optim.functional.single_tensor_grad_diff_`), with
   ``at::parallel_for`` over elements;
+* ``copy_(dsts, srcs)`` -- ``g_prev <- p.grad`` after the base step, one ``memcpy`` per tensor;
 * ``grad_diff_tensor_(g, g_prev, h, beta, eps, scale)`` -- the in-place update of one triple given
   directly (batched training's flat ``[K, P]`` state).
 
@@ -51,6 +52,7 @@ _CPP = r"""
 #include <c10/util/BFloat16.h>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -212,6 +214,27 @@ void grad_diff_(const std::vector<at::Tensor>& grads, const std::vector<at::Tens
   }
 }
 
+// dsts[i] <- srcs[i]: the wrapper's refill of g_prev from p.grad after the base step. One memcpy
+// per dense pair of one dtype and layout (at::copy_'s per-tensor dispatch dominates for small ones).
+void copy_(const std::vector<at::Tensor>& dsts, const std::vector<at::Tensor>& srcs) {
+  TORCH_CHECK(dsts.size() == srcs.size(), "copy_: list lengths differ");
+  for (size_t i = 0; i < dsts.size(); ++i) {
+    const at::Tensor& dst = dsts[i];
+    const at::Tensor& src = srcs[i];
+    if (dst.device().is_cpu() && src.device().is_cpu() && dst.scalar_type() == src.scalar_type() &&
+        dense_alike(dst, src)) {
+      char* d = static_cast<char*>(dst.data_ptr());
+      const char* s = static_cast<const char*>(src.data_ptr());
+      at::parallel_for(0, dst.numel() * dst.element_size(), 4 * kGrain, [&](int64_t b, int64_t e) {
+        std::memcpy(d + b, s + b, static_cast<size_t>(e - b));
+      });
+      dst.unsafeGetTensorImpl()->bump_version();
+    } else {
+      dst.copy_(src);
+    }
+  }
+}
+
 // The in-place update of one (gradient, g_prev, h) triple given directly: batched training keeps
 // them as flat [K, P] tensors. No finiteness check (the caller does it).
 void grad_diff_tensor_(at::Tensor g, at::Tensor prev, at::Tensor h, double beta, double eps, double scale) {
@@ -288,7 +311,7 @@ def build(verbose: bool = False) -> ModuleType:
     return load_inline(
         name=_NAME,
         cpp_sources=[_CPP],
-        functions=["first_nonfinite", "grad_diff_", "grad_diff_tensor_"],
+        functions=["first_nonfinite", "grad_diff_", "copy_", "grad_diff_tensor_"],
         extra_cflags=_FLAGS,
         verbose=verbose,
     )

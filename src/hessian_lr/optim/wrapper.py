@@ -44,18 +44,19 @@ def _check_eps(eps: float, name: str = "eps") -> None:
 
 
 def _eager_under_compile(method: Callable[..., Any]) -> Callable[..., Any]:
-    """``torch.compiler.disable(method)``, decided at call time.
+    """``torch.compiler.disable(method)`` while dynamo traces, the plain method otherwise.
 
     Applying ``torch.compiler.disable`` at class definition imports ``torch._dynamo`` (~1.2 s), a
-    cost every process importing this module would pay. Nothing can be compiling before dynamo is
-    imported, so until then the plain method runs.
+    cost every process importing this module would pay; and calling through it costs ~5 us per
+    call in eager code. Nothing can be compiling before dynamo is imported, and while dynamo traces
+    this wrapper ``is_compiling()`` is True, so the disabled method is only reached then.
     """
     disabled: Callable[..., Any] | None = None
 
     @functools.wraps(method)
     def call(*args: Any, **kwargs: Any) -> Any:
         nonlocal disabled
-        if "torch._dynamo" not in sys.modules:
+        if "torch._dynamo" not in sys.modules or not torch.compiler.is_compiling():
             return method(*args, **kwargs)
         if disabled is None:
             disabled = torch.compiler.disable(method)
@@ -158,14 +159,15 @@ class _GradientExchange:
     gradient (``refill``), which is what the next step's difference needs.
     """
 
-    __slots__ = ("params", "grads", "buffers", "refill_prevs", "refill_grads")
+    __slots__ = ("params", "grads", "buffers", "refill_prevs", "refill_grads", "kernel")
 
-    def __init__(self, params, grads, buffers, refill_prevs=(), refill_grads=()) -> None:
+    def __init__(self, params, grads, buffers, refill_prevs=(), refill_grads=(), kernel=None) -> None:
         self.params: list[Tensor] = params
         self.grads: list[Tensor] = grads
         self.buffers: list[Tensor] = buffers
         self.refill_prevs: list[Tensor] = list(refill_prevs)
         self.refill_grads: list[Tensor] = list(refill_grads)
+        self.kernel = kernel
 
     @_eager_under_compile
     def install(self) -> None:
@@ -177,7 +179,7 @@ class _GradientExchange:
         for p, grad in zip(self.params, self.grads):
             p.grad = grad
         if self.refill_prevs:
-            torch._foreach_copy_(self.refill_prevs, self.refill_grads)
+            F.refill_prev_grads_(self.refill_prevs, self.refill_grads, kernel=self.kernel)
 
 
 class HessianLRAdaptation(Optimizer):
@@ -451,7 +453,7 @@ class HessianLRAdaptation(Optimizer):
         self._count_steps(plan, active, everyone)
         return exchange
 
-    def _hyper_rows(self, plan: _Plan) -> list[tuple[float, float, int]]:
+    def _hyper_rows(self, plan: _Plan) -> list[F.Hyper]:
         """``(beta, eps, t)`` per hyperparameter row, ``t`` the 1-based step being taken."""
         rows = []
         for group, state, gi in plan.row_specs:
@@ -469,13 +471,12 @@ class HessianLRAdaptation(Optimizer):
         into it (``into_prev``) and ``g_t`` is copied back after the base step; elsewhere (wider
         state than the parameter) a copy of the gradient is rescaled in place.
         """
-        row_of = [rows[r] for r in plan.rows]
         if everyone and plan.all_swap:  # the common case, without per-tensor branching
             prevs, hs, buffers, implementations = plan.prevs, plan.hs, plan.swap_buffers, plan.implementations
-            into_prev, targets, refill = [True] * len(active), work, (prevs, work)
+            row_of, into_prev, targets, refill = plan.rows, [True] * len(active), work, (prevs, work)
         else:
             prevs, hs, buffers, implementations, into_prev, targets = [], [], [], [], [], []
-            refill = ([], [])
+            row_of, refill = [plan.rows[i] for i in active], ([], [])
             for i, grad, grad_view in zip(active, grads, work):
                 buffer = plan.swap_buffers[i]
                 if buffer is None:
@@ -490,13 +491,12 @@ class HessianLRAdaptation(Optimizer):
                 implementations.append(plan.implementations[i])
                 into_prev.append(plan.swap_buffers[i] is not None)
                 targets.append(grad_view)
-            row_of = [row_of[i] for i in active]
         F.grad_diff_(
-            targets, prevs, hs,
-            betas=[r[0] for r in row_of], epss=[r[1] for r in row_of], steps=[r[2] for r in row_of],
-            into_prev=into_prev, implementations=implementations, kernel=self._kernel,
+            targets, prevs, hs, rows=row_of, hyper=rows, into_prev=into_prev, implementations=implementations,
+            kernel=self._kernel,
         )
-        return _GradientExchange([plan.params[i] for i in active], grads, buffers, *refill)
+        params = plan.params if everyone else [plan.params[i] for i in active]
+        return _GradientExchange(params, grads, buffers, *refill, kernel=self._kernel)
 
     def _estimator_step(self, plan, active, grads, rows) -> _GradientExchange:
         """Any other estimator: its ``precondition_`` rescales copies of the gradients, batched by

@@ -360,7 +360,7 @@ def _site_diagonals(site: _Site, blocks: Tensor) -> dict[int, Tensor]:
 
 
 def hessian_diagonal_by_outputs(
-    model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn, *, block_size: int = 128
+    model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn, *, block_size: int = 16
 ) -> list[Tensor]:
     """Exact ``diag ∇² loss_fn(model(x), y)`` by Hessian-vector products (see the module docstring):
     per module output for ``Linear``, ``LayerNorm``, ``Embedding`` and token/position embeddings

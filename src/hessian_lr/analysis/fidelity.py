@@ -175,7 +175,7 @@ def run_fidelity(
         torch.set_num_threads(previous_threads)
 
 
-SUITE_EXACT_ROWS = 256  # rows of the exact diagonal on the Hessian-vector-product route in suite_fidelity
+SUITE_EXACT_ROWS = 128  # rows of the exact diagonal on the Hessian-vector-product route in suite_fidelity
 
 
 def suite_fidelity(

@@ -53,7 +53,7 @@ from hessian_lr.arms import Arm
 from hessian_lr.training.forward import batched_forward
 from hessian_lr.training.loop import Run, initial_model
 from hessian_lr.training.mlp import BatchedMLP
-from hessian_lr.training.stacking import LR, compact_optimizer, hyperparameter_key, stacking_of
+from hessian_lr.training.stacking import LR, compact_optimizer, drop_parameters, hyperparameter_key, stacking_of
 from hessian_lr.workloads import Workload
 
 __all__ = ["StackedModels", "generic_path_supports"]
@@ -66,22 +66,33 @@ def generic_path_supports(model: nn.Module) -> bool:
     return not any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
 
 
+STACKED, POOLED, MODEL = "stacked", "pooled", "model"
+
+
 @dataclass
 class _Unit:
-    """One optimizer and the rows ``start .. stop-1`` it updates."""
+    """One optimizer and the rows ``start .. stop-1`` it updates.
+
+    ``kind`` says how its parameters are laid out: ``stacked`` — one ``[rows, *shape]`` view per
+    model parameter; ``pooled`` — every row's ``[*shape]`` views, row after row; ``model`` — one
+    row's ``[*shape]`` views (an optimizer of its own)."""
 
     optimizer: Optimizer
-    leaves: list[Tensor]  # its parameters: [rows, *shape] views (stacked) or [*shape] views (one model)
+    leaves: list[Tensor]
     start: int
     stop: int
-    stacked: bool
+    kind: str
     hyperparameters: dict[str, Any]
-    lr_scale: Tensor | None = None  # per-row lr / the lr the optimizer steps at (stacked units only)
-    rng: Tensor | None = None  # its model's own global-RNG state (per-model units only), see _own_rng
+    lr_scale: Tensor | None = None  # per-row lr / the lr the optimizer steps at (stacked, pooled)
+    rng: Tensor | None = None  # its model's own global-RNG state (model units only), see _own_rng
 
     @property
     def rows(self) -> range:
         return range(self.start, self.stop)
+
+    def row_leaves(self, position: int, count: int) -> list[Tensor]:
+        """The ``count`` leaves of the unit's ``position``-th row (pooled and model units)."""
+        return self.leaves[position * count : (position + 1) * count]
 
 
 def _views(flat: Tensor, shapes: Sequence[tuple[int, ...]], rows: int) -> list[Tensor]:
@@ -167,22 +178,27 @@ class StackedModels:
         return units
 
     def _group_units(self, start: int, stop: int) -> list[_Unit]:
+        """One stacked or pooled optimizer for the group's rows where the probe shows that is the
+        same training (:mod:`~hessian_lr.training.stacking`), else one optimizer per row."""
         hyperparameters = dict(self.runs[start].hyperparameters)
         lrs = [self.runs[r].lr for r in range(start, stop)]
         if stop - start > 1 and LR in hyperparameters and all(lr is not None and lr > 0 for lr in lrs):
             top = max(lrs)
+            one_lr = all(lr == top for lr in lrs)
             stacking = stacking_of(self.arm, {**hyperparameters, LR: top}, self.shapes)
-            if stacking.stackable and stacking.compactable:
-                leaves = [self._leaf(block[start:stop], grad) for block, grad in
-                          zip(self.params, self._grad_views(slice(start, stop)))]
-                scale = None if all(lr == top for lr in lrs) else torch.tensor([lr / top for lr in lrs],
-                                                                                 dtype=self.flat.dtype)
+            scale = None if one_lr else torch.tensor([lr / top for lr in lrs], dtype=self.flat.dtype)
+            kind = STACKED if stacking.stackable else POOLED if (
+                stacking.poolable or (one_lr and stacking.poolable_at_one_lr)) else None
+            if kind is not None:
+                rows: list[int | slice] = [slice(start, stop)] if kind == STACKED else list(range(start, stop))
+                leaves = [self._leaf(block[r], grad) for r in rows
+                          for block, grad in zip(self.params, self._grad_views(r))]
                 optimizer = self.arm.build(leaves, **{**hyperparameters, LR: top})
-                return [_Unit(optimizer, leaves, start, stop, True, hyperparameters, scale)]
+                return [_Unit(optimizer, leaves, start, stop, kind, {**hyperparameters, LR: top}, scale)]
         units = []
         for row in range(start, stop):
             leaves = [self._leaf(block[row], grad) for block, grad in zip(self.params, self._grad_views(row))]
-            unit = _Unit(None, leaves, row, row + 1, False, dict(self.runs[row].hyperparameters),  # type: ignore[arg-type]
+            unit = _Unit(None, leaves, row, row + 1, MODEL, dict(self.runs[row].hyperparameters),  # type: ignore[arg-type]
                          rng=self._rng[self.runs[row].seed].clone())
             with self._own_rng(unit):
                 unit.optimizer = self.arm.build(leaves, **self.runs[row].hyperparameters)
@@ -245,10 +261,17 @@ class StackedModels:
     # -- one step ------------------------------------------------------------------------------
     def _stacked_leaves(self) -> list[Tensor]:
         """Per parameter, the K rows as one differentiable tensor made of the units' leaves."""
-        if len(self.units) == 1 and self.units[0].stacked:
+        n = len(self.shapes)
+        if len(self.units) == 1 and self.units[0].kind == STACKED:
             return self.units[0].leaves
-        return [torch.cat([u.leaves[i] if u.stacked else u.leaves[i].unsqueeze(0) for u in self.units])
-                for i in range(len(self.shapes))]
+
+        def rows_of(unit: _Unit, i: int) -> Tensor:
+            if unit.kind == STACKED:
+                return unit.leaves[i]
+            return torch.stack([unit.leaves[j * n + i] for j in range(unit.stop - unit.start)])
+
+        return [torch.cat([rows_of(u, i) for u in self.units]) if len(self.units) > 1 else rows_of(self.units[0], i)
+                for i in range(n)]
 
     def _gradients(self, x: Tensor, y: Tensor) -> list[Tensor]:
         """Compute every model's gradient; returns the ``[K, *shape]`` gradient tensors by
@@ -283,12 +306,15 @@ class StackedModels:
         if grads and bool(torch.stack([g.sum() for g in grads]).sum().isfinite()):
             return None
         bad = torch.zeros(k, dtype=torch.bool)
+        n = len(self.shapes)
         for unit in self.units:
-            for g in self._unit_grads(unit):
+            for j, g in enumerate(self._unit_grads(unit)):
                 if g is None:
                     continue
-                rows = g.reshape(unit.stop - unit.start, -1) if unit.stacked else g.reshape(1, -1)
-                bad[unit.start : unit.stop] |= ~rows.isfinite().all(dim=1)
+                if unit.kind == STACKED:
+                    bad[unit.start : unit.stop] |= ~g.reshape(unit.stop - unit.start, -1).isfinite().all(dim=1)
+                else:  # pooled / model: the j-th leaf belongs to the unit's (j // n)-th row
+                    bad[unit.start + j // n] |= ~bool(g.isfinite().all())
         return bad if bool(bad.any()) else None
 
     def _zero_rows(self, rows: Tensor) -> None:
@@ -296,12 +322,18 @@ class StackedModels:
         with torch.no_grad():
             for block in self.params:
                 block[rows] = 0.0
+            n = len(self.shapes)
             for unit in self.units:
-                if unit.stacked:
-                    local = rows[unit.start : unit.stop]
+                local = rows[unit.start : unit.stop]
+                if unit.kind == STACKED:
                     for g in self._unit_grads(unit):
                         if g is not None:
                             g[local] = 0.0
+                elif unit.kind == POOLED:  # one optimizer steps every row: the stopped rows see zeros
+                    for position in torch.nonzero(local).flatten().tolist():
+                        for leaf in unit.row_leaves(position, n):
+                            if leaf.grad is not None:
+                                leaf.grad.zero_()
 
     def step(self, x: Tensor, y: Tensor) -> Tensor | None:
         stacked_grads = self._gradients(x, y)
@@ -315,7 +347,7 @@ class StackedModels:
             if self._scaled:
                 self._saved.copy_(self.flat)
             for unit in self.units:
-                if unit.stacked or not bool(self.stopped[unit.start]):
+                if unit.kind != MODEL or not bool(self.stopped[unit.start]):
                     with self._own_rng(unit):
                         unit.optimizer.step()
             if self._scaled:
@@ -348,18 +380,24 @@ class StackedModels:
     # -- dropping models -----------------------------------------------------------------------
     def keep(self, positions: Sequence[int]) -> None:
         """Drop every row but ``positions``: the flat buffers shrink, per-model optimizers of
-        dropped rows go, stacked optimizers keep the state of their kept rows."""
+        dropped rows go, stacked and pooled optimizers keep the state of their kept rows."""
         keep = torch.tensor(list(positions), dtype=torch.long)
         kept = set(positions)
+        n = len(self.shapes)
         units, new_row = [], 0
         for unit in self.units:
             rows = [r for r in unit.rows if r in kept]
             if not rows:
                 continue
-            if unit.stacked and len(rows) < len(unit.rows):
-                local = torch.tensor([r - unit.start for r in rows])
-                compact_optimizer(unit.optimizer, unit.leaves, local)
-                unit.lr_scale = None if unit.lr_scale is None else unit.lr_scale[local]
+            if len(rows) < len(unit.rows):
+                local = [r - unit.start for r in rows]
+                if unit.kind == STACKED:
+                    compact_optimizer(unit.optimizer, unit.leaves, torch.tensor(local))
+                elif unit.kind == POOLED:
+                    unit.leaves = [leaf for position in local for leaf in unit.row_leaves(position, n)]
+                    unit.optimizer = drop_parameters(unit.optimizer, unit.leaves,
+                                                     lambda params, hp=unit.hyperparameters: self.arm.build(params, **hp))
+                unit.lr_scale = None if unit.lr_scale is None else unit.lr_scale[torch.tensor(local)]
             unit.start, unit.stop = new_row, new_row + len(rows)
             new_row = unit.stop
             units.append(unit)
@@ -371,9 +409,10 @@ class StackedModels:
             self.grads = _views(self.gflat, self.shapes, k)
         with torch.no_grad():
             for unit in units:
-                rows: int | slice = slice(unit.start, unit.stop) if unit.stacked else unit.start
-                for leaf, block, grad in zip(unit.leaves, self.params, self._grad_views(rows)):
-                    leaf.data = block[rows]
+                rows: list[int | slice] = [slice(unit.start, unit.stop)] if unit.kind == STACKED else list(unit.rows)
+                views = [(block[r], grad) for r in rows for block, grad in zip(self.params, self._grad_views(r))]
+                for leaf, (view, grad) in zip(unit.leaves, views):
+                    leaf.data = view
                     leaf.grad = grad
         self.units = units
         self.runs = [self.runs[p] for p in positions]

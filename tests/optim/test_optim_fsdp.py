@@ -19,6 +19,7 @@ from hessian_lr.optim import HessianLRAdaptation
 
 N, M = 3, 3
 PATHS = ("torch", "kernel")  # both implementations train side by side in the same processes
+OTHER_ESTIMATORS = ("squared-grad", "secant")  # run on the DTensors themselves (secant: a global mean)
 
 
 def _model(seed: int = 0) -> torch.nn.Module:
@@ -33,8 +34,9 @@ def _batch(t: int):
     return torch.randn(32, 8, generator=g, dtype=torch.float64), torch.randint(0, 3, (32,), generator=g)
 
 
-def _opt(model: torch.nn.Module, path: str) -> HessianLRAdaptation:
-    return HessianLRAdaptation(torch.optim.Adam(model.parameters(), lr=1e-2), beta=0.9, fused=path == "kernel")
+def _opt(model: torch.nn.Module, path: str, estimator: str = "grad-diff") -> HessianLRAdaptation:
+    base = torch.optim.Adam(model.parameters(), lr=1e-2)
+    return HessianLRAdaptation(base, beta=0.9, estimator=estimator, fused=path == "kernel")
 
 
 def _train(model, opt, steps, start, rank=None):
@@ -87,6 +89,12 @@ def _worker(rank: int, port: int, out, phase: str) -> None:
             results[path] = [p.full_tensor() for p in model.parameters()]
             results[f"{path}:uses kernel"] = opt.uses_fused_kernel
         if phase == "train":
+            for estimator in OTHER_ESTIMATORS:
+                model = _model()
+                fully_shard(model)
+                opt = _opt(model, "torch", estimator)
+                _train(model, opt, N, 0, rank)
+                results[estimator] = [p.full_tensor() for p in model.parameters()]
             _nonfinite_on_one_rank(rank, out, fully_shard)
         if rank == 0:
             save_atomically(results, out / f"{phase}.pt")
@@ -161,3 +169,12 @@ def test_fsdp2_ranks_agree_on_a_nonfinite_gradient(trained):
         assert seen["skip"] == [1] * 6  # the step was skipped on both ranks
         assert "(group 0, index 2, shape (15, 16))" in seen["error"]  # model[2].weight, named by both
     assert ranks[0]["error"] == ranks[1]["error"]
+
+
+@pytest.mark.parametrize("estimator", OTHER_ESTIMATORS)
+def test_fsdp2_other_gradient_estimators_match_unsharded_training(trained, estimator):
+    got = torch.load(trained / "train.pt", weights_only=True)[estimator]
+    model = _model()
+    _train(model, _opt(model, "torch", estimator), N, 0)
+    for a, b in zip(got, model.parameters()):
+        torch.testing.assert_close(a, b.detach(), rtol=0, atol=1e-12)

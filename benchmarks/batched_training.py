@@ -8,7 +8,9 @@ For each arm it times ``train(..., batch=False)`` (one model at a time, the nano
 reference loop) and ``train(..., batch=True)`` (K stacked models: the arm's own optimizer, one
 over the stack where the stacking probe allows, else one per model) on K runs with K different
 lrs and seeds, alternating repeat by repeat and keeping the best of each (the machine is shared),
-and prints milliseconds per model-epoch and the speed-up. All timings run on one intra-op thread.
+and prints milliseconds per model-epoch and the speed-up. All timings run on one intra-op thread and
+count the process's CPU time (``time.process_time``), which other jobs on a shared machine
+disturb far less than wall time (one thread: CPU time is the work done).
 
 ``--against COMMIT`` also times the batched engine of an earlier commit (checked out into a
 temporary git worktree and run in its own process, alternating with this tree's runs), e.g. the
@@ -34,15 +36,16 @@ ROOT = Path(__file__).resolve().parents[1]
 LEGACY_SNIPPET = """
 import json, sys, time, torch
 torch.set_num_threads(1)
+torch.set_flush_denormal(True)  # as this tree's engine does: the same arithmetic conditions
 from hessian_lr.training.batched import train_batch
 from hessian_lr.workloads import get_workload
 arm, k, epochs, workload = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 w = get_workload(workload); w.data
 runs = [(10 ** (-3.5 + 1.5 * i / max(k - 1, 1)), i) for i in range(k)]
 train_batch(w, arm, runs[:2], epochs=1)
-start = time.perf_counter()
+start = time.process_time()
 train_batch(w, arm, runs, epochs=epochs, evaluate_test=False)
-print(json.dumps((time.perf_counter() - start) / (k * epochs)))
+print(json.dumps((time.process_time() - start) / (k * epochs)))
 """
 
 
@@ -83,7 +86,8 @@ def main() -> None:
         legacy_tree = Path(tempfile.mkdtemp(prefix="hlr-legacy-")) / "tree"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(legacy_tree), args.against],
                        check=True, capture_output=True)
-    print(f"{args.workload}, K={args.k}, {args.epochs} epochs, 1 thread, best of {args.repeats}; ms per model-epoch")
+    print(f"{args.workload}, K={args.k}, {args.epochs} epochs, 1 thread, best of {args.repeats}; CPU ms per "
+          f"model-epoch (load average {os.getloadavg()[0]:.2f})")
     try:
         for name in args.arms.split(","):
             arm = get_arm(name)
@@ -91,12 +95,12 @@ def main() -> None:
             single = batched = legacy = float("inf")
             sequential = runs[:3]
             for _ in range(args.repeats):
-                start = time.perf_counter()
+                start = time.process_time()
                 train(workload, arm, sequential, epochs=args.epochs, batch=False, evaluate_test=False)
-                single = min(single, (time.perf_counter() - start) / (len(sequential) * args.epochs))
-                start = time.perf_counter()
+                single = min(single, (time.process_time() - start) / (len(sequential) * args.epochs))
+                start = time.process_time()
                 train(workload, arm, runs, epochs=args.epochs, batch=True, evaluate_test=False)
-                batched = min(batched, (time.perf_counter() - start) / (args.k * args.epochs))
+                batched = min(batched, (time.process_time() - start) / (args.k * args.epochs))
                 if legacy_tree is not None and legacy is not None:
                     seconds = _legacy_time(legacy_tree, name, args.k, args.epochs, args.workload)
                     legacy = None if seconds is None else min(legacy, seconds)

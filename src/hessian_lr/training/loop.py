@@ -44,7 +44,7 @@ from hessian_lr.arms import Arm
 from hessian_lr.workloads import Workload
 
 __all__ = ["Run", "RunResult", "ModelSet", "seed_everything", "initial_model", "train", "train_run",
-           "GLOBAL_RNG_LOCK", "Progress"]
+           "flush_subnormals", "GLOBAL_RNG_LOCK", "Progress"]
 
 # torch warns once that backward(create_graph=True) makes a parameter <-> gradient reference cycle;
 # the model sets break it by setting every gradient to None right after each step.
@@ -223,14 +223,26 @@ def run_epochs(workload: Workload, models: ModelSet, runs: Sequence[Run], *, epo
     return results
 
 
+def flush_subnormals() -> None:
+    """Make this process's CPU arithmetic flush subnormal floats (below ~1.2e-38 in float32) to
+    zero. A matrix product over subnormal values runs ~200× slower on x86 (measured here: 25 ms
+    instead of 0.12 ms for a [10, 100, 100] batched product), and training produces them once
+    predictions saturate (softmax probabilities of ~1e-40) or parameters converge to zero, so one
+    run could otherwise take minutes. Every run the engine trains does the same, so comparisons
+    stay fair; values that small carry no information at float32 precision anyway."""
+    torch.set_flush_denormal(True)
+
+
 def train(workload: Workload, arm: Arm, runs: Sequence[Run], *, epochs: int, evaluate_test: bool = True,
           batch: bool = True, progress: Progress | None = None) -> list[RunResult]:
     """Train one fresh model per run; results in the order of ``runs``.
 
     With ``batch`` and more than one run, the runs train at once as stacked models when the
     arm's step allows it (``TrainStep.stacks``); otherwise one after another, each through the
-    same skeleton with :class:`~hessian_lr.training.single.SingleModel`.
+    same skeleton with :class:`~hessian_lr.training.single.SingleModel`. Subnormal floats are
+    flushed to zero in this process (:func:`flush_subnormals`).
     """
+    flush_subnormals()
     runs = [r if isinstance(r, Run) else Run(*r) for r in runs]
     if not runs:
         return []

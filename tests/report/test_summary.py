@@ -106,7 +106,7 @@ def test_summary_survives_results_json_and_is_idempotent(synthetic):
     summarize(results, runs)
     data = json.loads(json.dumps(_json_safe(results.to_dict()), allow_nan=False))
     assert data["optimizers"]["adam"]["val_loss_ci95"] == results.optimizers["adam"].summary["val_loss_ci95"]
-    assert {"pairwise", "ablation", "target", "lr_sensitivity"} <= set(data)
+    assert {"pairwise", "ablation", "target", "sensitivity"} <= set(data) and "lr_sensitivity" not in data
     again = Results.from_dict(data)
     assert again.to_dict() == data  # exact round trip, summary keys included
     summarize(again)  # ablation runs come back from results.json
@@ -121,10 +121,44 @@ def test_a_given_target_survives_a_rebuild(synthetic):
     assert results.extra["target"]["value"] == 1.5
 
 
-def test_lr_sensitivity(synthetic):
+def test_sensitivity(synthetic):
     results, runs = synthetic
     summarize(results, runs)
-    s = results.extra["lr_sensitivity"]["arms"]["adam"]
+    s = results.extra["sensitivity"]["arms"]["adam"]
     # trials at 0.3x (1.24), 1x (1.0), 1.1x (1.019), 3x (1.22), 30x diverged: within 5% -> 1x and 1.1x
-    assert s["near_best_lr_range"] == pytest.approx([0.002, 0.0022]) and s["n_near_best"] == 2
-    assert s["n_diverged"] == 1 and s["lowest_diverged_lr"] == pytest.approx(0.06)
+    lr = s["hyperparameters"]["lr"]
+    assert lr["near_best"] == pytest.approx([0.002, 0.0022]) and s["n_near_best"] == 2
+    assert s["n_diverged"] == 1 and lr["diverged"] == pytest.approx([0.06, 0.06]) and lr["best"] == 0.002
+    assert (s["best_value"], s["best_trial"], s["studies"]) == (1.0, {"study": 0, "number": 1}, 1)
+
+
+def test_sensitivity_covers_every_tuned_hyperparameter_and_every_study():
+    from report_synthetic import MINE, make_wide_results
+
+    results, runs = make_wide_results()
+    summarize(results, runs)
+    arms = results.extra["sensitivity"]["arms"]
+    assert list(arms["adam"]["hyperparameters"]) == ["lr", "betas[1]", "eps", "amsgrad"]
+    assert list(arms["prodigy"]["hyperparameters"]) == ["d_coef"]  # its fixed lr is not tuned
+    assert list(arms[MINE]["hyperparameters"]) == ["lr", "k"]
+    assert arms["adam"]["n_trials"] == 15 and arms["adam"]["studies"] == 3
+    # the best trial over the studies is study 0's second (1.0); within 5%: the 1.1x trials of studies 0-2
+    # (1.019, 1.029, 1.039) and the best trials of studies 1 and 2 (1.01, 1.02)
+    assert arms["adam"]["n_near_best"] == 6
+    amsgrad = arms["adam"]["hyperparameters"]["amsgrad"]
+    assert amsgrad == {"best": True, "near_best": [False, True], "diverged": [False]}  # trial 4: 4 % 2 == 0
+    assert arms[MINE]["hyperparameters"]["k"]["near_best"] == [2, 3]
+
+
+def test_the_baseline_is_the_first_arm_named():
+    results, _ = make_results(arms=("hessian-adam", "adam"), ablation=False)
+    summarize(results)
+    assert results.extra["pairwise"]["baseline"] == "hessian-adam" and results.extra["target"]["arm"] == "hessian-adam"
+    assert {r["arm"] for r in results.extra["pairwise"]["comparisons"]} == {"adam"}
+
+
+def test_a_metric_nobody_recorded_gets_no_rows():
+    results, _ = make_results(arms=("adam", "sgd"), ablation=False, accuracy=False)
+    summarize(results)
+    metrics = {r["metric"] for r in results.extra["pairwise"]["comparisons"]}
+    assert metrics == {"val_loss", "test_loss"} and results.optimizers["sgd"].summary["test_accuracy_mean"] is None

@@ -196,3 +196,65 @@ def test_win_tie_loss_and_profile_sentences():
     assert [s.arm for s in standings] == ["b", "a"]  # b: ratios 1, 1, inf; a: 2, 1, inf
     assert standings[0].text == "b: score 0.667, fastest on 2 of 3 workload(s), reached the target on 2"
     assert (standings[1].fastest_on, standings[1].reached_on, standings[1].score) == (1, 2, pytest.approx(5 / 9))
+
+
+def test_the_claim_is_judged_whichever_arm_is_the_baseline():
+    first, _ = make_results(arms=("sgd", "adam", "hessian-adam"), ablation=False)
+    verdicts = workload_verdicts(summarize(first))
+    assert verdicts.baseline == "sgd"
+    assert {c.id: c.status for c in verdicts.reproduction.claims} == {
+        "original/faster-early": ClaimStatus.SUPPORTED, "original/adam-lower-at-end": ClaimStatus.SUPPORTED}
+    evidence = verdicts.reproduction.claims[0].evidence
+    assert (evidence.arm, evidence.baseline, evidence.epoch) == ("hessian-adam", "adam", EARLY)
+    plain, _ = make_results(arms=("adam", "hessian-adam", "sgd"), ablation=False)
+    same = workload_verdicts(summarize(plain)).reproduction.claims[0].evidence
+    assert same.mean_diff == pytest.approx(evidence.mean_diff) and same.ci95 == pytest.approx(evidence.ci95)
+
+
+def test_the_write_ups_questions_on_one_workload():
+    from hessian_lr.report.verdicts import Answer, Effect
+
+    arms = ("adam", "hessian-adam", "sgd", "hessian-sgd", "hessian-adam-secant", "hessian-adam-hutchinson")
+    results, _ = make_results(arms=arms, ablation=False)
+    questions = workload_verdicts(summarize(results)).questions
+    (estimators,) = questions.estimators
+    assert (estimators.base, estimators.reference) == ("adam", "hessian-adam")
+    assert estimators.estimators == {"hessian-adam-secant": "secant", "hessian-adam-hutchinson": "hutchinson"}
+    assert estimators.answer is Answer.YES and estimators.changed_by == ("hessian-adam-secant",)
+    assert estimators.better_than_reference == ("hessian-adam-secant",) and estimators.fidelity == ()
+    assert "Fidelity was not measured on this workload." in estimators.text
+    wraps = {w.base: w for w in questions.wrapping}
+    assert wraps["adam"].effect is Effect.MIXED and wraps["sgd"].effect is Effect.HELPS
+    assert wraps["sgd"].normalises is False and questions.wrapping_answer is Answer.YES
+    # remove hessian-sgd's final lead over sgd exactly (the same mean final loss): still faster early
+    finals = {arm: [s["val_loss"] for s in results.optimizers[arm].final["seeds"]] for arm in ("sgd", "hessian-sgd")}
+    shift_curves(results, "hessian-sgd", (sum(finals["sgd"]) - sum(finals["hessian-sgd"])) / 8, range(5, EPOCHS + 1))
+    again = workload_verdicts(summarize(results)).questions
+    sgd = next(w for w in again.wrapping if w.base == "sgd")
+    assert sgd.effect is Effect.FASTER_EARLY and again.wrapping_answer is Answer.YES  # still faster early
+    shift_curves(results, "hessian-sgd", 0.5, range(1, 5))
+    late = next(w for w in workload_verdicts(summarize(results)).questions.wrapping if w.base == "sgd")
+    assert late.effect is Effect.SLOWER_EARLY and "— **slower early only**." in late.text
+
+
+def test_compare_report_renders_the_questions(tmp_path):
+    from hessian_lr.report import write_report
+
+    results, _ = make_results(arms=("adam", "hessian-adam", "sgd", "hessian-sgd"), ablation=False)
+    summarize(results)
+    write_report(results, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    section = md[md.index("## The write-up's questions"):md.index("## Conclusion")]
+    assert "Better estimators: **not tested** here" in section
+    assert "Wrapping sgd (no per-coordinate normalisation of its own): hessian-sgd − sgd" in section
+    assert "**Yes** here, for sgd." in section
+
+
+def test_verdict_data_is_json_ready():
+    from hessian_lr.report.verdicts import verdict_data
+
+    results, _ = make_results(arms=("adam", "hessian-adam", "sgd", "hessian-sgd"), ablation=False)
+    verdicts = workload_verdicts(summarize(results))
+    data = json.loads(json.dumps(verdict_data(verdicts), allow_nan=False))
+    assert data["questions"]["wrapping_answer"] == "yes" and data["reproduction"]["claims"][0]["status"] == "supported"
+    assert data["comparisons"][0]["outcome"] in ("better", "worse", "tie") and "text" in data["conclusion"]["arms"][0]

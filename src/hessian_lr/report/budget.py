@@ -27,13 +27,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from hessian_lr.results import Results
 
 __all__ = ["BudgetCurve", "TuningSpread", "best_so_far", "median_and_range", "budget_curve", "budget_curves",
-           "tuning_spread", "studies_from_results"]
+           "tuning_spread", "studies_from_results", "spreads_from_results"]
 
 
 def best_so_far(values: Sequence[float | None]) -> list[float | None]:
@@ -178,13 +179,46 @@ def tuning_spread(studies: Sequence[Sequence[float | None]], final_means: Sequen
 
 
 def studies_from_results(results: Results) -> dict[str, list[list[float | None]]]:
-    """Each arm's one tuning study of a ``compare`` run, as ``budget_curve`` takes it (K = 1).
+    """Each arm's tuning studies of a ``compare`` run, as ``budget_curve`` takes them.
 
     Args:
-        results: a run's results; the trials are put in trial-number order.
+        results: a run's results; each trial names its study (``TrialRecord.study``; ``--studies K``
+            gives ``0 … K-1``, one study otherwise), trials in trial-number order within it.
 
     Returns:
-        arm → ``[values]``: a single study whose values are the trials' objectives (``None`` = failed).
+        arm → one list of trial values per study, in study order (``None`` = failed).
     """
-    return {arm: [[t.value for t in sorted(r.trials, key=lambda t: t.number)]]
-            for arm, r in results.optimizers.items()}
+    out: dict[str, list[list[float | None]]] = {}
+    for arm, r in results.optimizers.items():
+        indices = sorted({t.study for t in r.trials}) or [0]
+        out[arm] = [[t.value for t in sorted((t for t in r.trials if t.study == i), key=lambda t: t.number)]
+                    for i in indices]
+    return out
+
+
+def _study_final_mean(study: Mapping[str, Any]) -> float | None:
+    """The mean final validation loss of a study's reruns (``None``: none, or every rerun diverged)."""
+    final = study.get("final") or {}
+    runs = final.get("seeds") or ([final] if final else [])
+    values = [v for r in runs if (v := r.get("val_loss")) is not None and math.isfinite(v)]
+    return float(np.mean(values)) if values else None
+
+
+def spreads_from_results(results: Results) -> dict[str, TuningSpread]:
+    """Each arm's ``tuning_spread`` over its studies, with the final reruns of each study's pick.
+
+    Args:
+        results: a run with ``--studies K``: ``ArmResults.studies`` holds per study its best value and
+            final reruns (``{"study", "best_value", "final": {..., "seeds": [...]}}``). Without them
+            (one study) only the trials' best values are used.
+
+    Returns:
+        arm → its ``TuningSpread`` (studies in the order of ``studies_from_results``).
+    """
+    spreads = {}
+    for arm, studies in studies_from_results(results).items():
+        records = {int(s.get("study", i)): s for i, s in enumerate(results.optimizers[arm].studies)}
+        indices = sorted({t.study for t in results.optimizers[arm].trials}) or [0]
+        finals = [_study_final_mean(records[i]) if i in records else None for i in indices] if records else None
+        spreads[arm] = tuning_spread(studies, finals, arm)
+    return spreads

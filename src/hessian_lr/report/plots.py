@@ -7,7 +7,9 @@ give byte-identical files (``hessian-lr report`` rebuilds them exactly).
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -17,6 +19,8 @@ from matplotlib.ticker import LogFormatter, LogLocator, MaxNLocator  # noqa: E40
 
 from hessian_lr.report.budget import BudgetCurve  # noqa: E402
 from hessian_lr.report.profiles import PerformanceProfiles, rho_steps  # noqa: E402
+from hessian_lr.report.spaces import (arm_space, best_trial, hyperparameter_names, is_categorical, is_log,  # noqa: E402
+                                      trial_point, tuned_names, value_text)
 from hessian_lr.results import Results, atomic_write_bytes  # noqa: E402
 
 __all__ = ["save_comparison_plot", "figure_bytes", "curves_png", "sensitivity_png", "ablation_png", "profiles_png",
@@ -25,6 +29,7 @@ __all__ = ["save_comparison_plot", "figure_bytes", "curves_png", "sensitivity_pn
 DPI = 110
 MARKERS = "os^vD<>phX*P"
 LINESTYLES = ("-", "--", "-.", ":")  # tied arms draw the same curve: the styles keep each visible
+CLOCK_NAMES = {"steps": "steps", "wall_s": "wall seconds"}
 
 
 def figure_bytes(fig: plt.Figure) -> bytes:
@@ -34,15 +39,16 @@ def figure_bytes(fig: plt.Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _figure(columns: int, width: float, height: float = 4.6) -> tuple[plt.Figure, list[plt.Axes]]:
-    """``columns`` axes side by side, with fixed margins in inches that fit the labels, titles
-    and tick labels used here. (``constrained_layout`` measures every text in an extra draw: it
-    doubled each figure's rendering time, about 0.1 s per figure.)"""
-    fig, axes = plt.subplots(1, columns, figsize=(width, height), squeeze=False)
-    gap = 0.85  # inches between axes: the right axes' y label and tick labels
+def _figure(columns: int, width: float, height: float = 4.6, rows: int = 1) -> tuple[plt.Figure, list[plt.Axes]]:
+    """``rows`` × ``columns`` axes (row by row in the list), with fixed margins in inches that fit the
+    labels, titles and tick labels used here. (``constrained_layout`` measures every text in an
+    extra draw: it doubled each figure's rendering time, about 0.1 s per figure.)"""
+    fig, axes = plt.subplots(rows, columns, figsize=(width, height), squeeze=False)
+    gap, row_gap = 0.85, 0.85  # inches between axes: the y label and tick labels; the x label and the title
     fig.subplots_adjust(left=0.8 / width, right=1 - 0.2 / width, bottom=0.55 / height, top=1 - 0.35 / height,
-                        wspace=gap * columns / (width - 1.0 - gap * (columns - 1)))
-    return fig, list(axes[0])
+                        wspace=gap * columns / (width - 1.0 - gap * (columns - 1)),
+                        hspace=row_gap * rows / (height - 0.9 - row_gap * (rows - 1)))
+    return fig, [ax for row in axes for ax in row]
 
 
 def _log_lr_axis(ax: plt.Axes, label: str) -> None:
@@ -70,7 +76,8 @@ def _draw_curves(ax: plt.Axes, results: Results, start_epoch: int = 0) -> None:
         bands = r.summary.get("curve_ci95") or [None] * len(mean)
         epochs = [e for e, v in enumerate(mean) if v is not None and e >= start_epoch]
         n = r.summary.get("n_seeds", 1)
-        label = f"{arm} (lr={r.best_lr:.3g}" + (f", mean of {n} seeds)" if n > 1 else ")")
+        details = ([] if r.best_lr is None else [f"lr={r.best_lr:.3g}"]) + ([f"mean of {n} seeds"] if n > 1 else [])
+        label = arm + (f" ({', '.join(details)})" if details else "")
         ax.plot(epochs, [mean[e] for e in epochs], color=color, marker=MARKERS[i % len(MARKERS)], markersize=3,
                 linewidth=1.3, label=label)
         band = [e for e in epochs if bands[e] is not None]
@@ -94,26 +101,61 @@ def curves_png(results: Results) -> bytes:
     return figure_bytes(fig)
 
 
-def sensitivity_png(results: Results) -> bytes:
-    """Every tuning trial's objective against its lr (x: diverged, drawn at the top)."""
+def _panel(ax: plt.Axes, results: Results, name: str) -> None:
+    """One hyperparameter's panel of the sensitivity figure: every trial of every arm that tunes it,
+    objective against value (x: diverged, drawn at the top; dotted: the arm's best trial)."""
+    spaces = {arm: arm_space(results, arm) for arm in results.optimizers}
+    specs = {arm: space[name] for arm, space in spaces.items() if name in tuned_names(space)}
     arms = list(results.optimizers)
-    fig, (ax,) = _figure(1, 8)
-    done_values = [t.value for r in results.optimizers.values() for t in r.trials if t.value is not None]
-    top = max(done_values, default=1.0)
-    for i, (arm, r) in enumerate(results.optimizers.items()):
+    values = [t.value for r in results.optimizers.values() for t in r.trials if t.value is not None]
+    top = max(values, default=1.0)
+    categorical = any(is_categorical(spec) for spec in specs.values())
+    choices = sorted({value_text(c) for spec in specs.values() for c in spec.get("choices") or []})
+    for arm, spec in specs.items():
+        i = arms.index(arm)
         color = _color(i, len(arms))
-        done = sorted((t.lr, t.value) for t in r.trials if t.value is not None)
-        failed = [t.lr for t in r.trials if t.value is None]
-        ax.plot([d[0] for d in done], [d[1] for d in done], color=color, marker=MARKERS[i % len(MARKERS)],
-                markersize=4, linewidth=0.6, alpha=0.85, label=arm)
+        offset = (list(specs).index(arm) - (len(specs) - 1) / 2) * 0.08  # arms side by side on a category
+
+        def x(value: Any) -> float:
+            return choices.index(value_text(value)) + offset if categorical else value
+
+        trials = [(trial_point(t).get(name), t.value) for t in results.optimizers[arm].trials]
+        done = [(x(v), y) for v, y in trials if v is not None and y is not None]
+        failed = [x(v) for v, y in trials if v is not None and y is None]
+        ax.scatter([d[0] for d in done], [d[1] for d in done], color=color, marker=MARKERS[i % len(MARKERS)], s=16,
+                   alpha=0.85, label=arm)
         if failed:
             ax.scatter(failed, [top * 1.02] * len(failed), color=color, marker="x", s=30)
-        ax.axvline(r.best_lr, color=color, linestyle=":", linewidth=1)
-    _log_lr_axis(ax, "learning rate (log scale)")
-    ax.set(ylabel=f"validation loss after {results.config.get('epochs')} epochs",
-           title="lr sensitivity: every tuning trial (dotted: best lr; x: diverged)")
+        best = best_trial(results.optimizers[arm])
+        if best is not None and trial_point(best).get(name) is not None:
+            ax.axvline(x(trial_point(best)[name]), color=color, linestyle=":", linewidth=1)
+    if categorical:
+        ax.set_xticks(range(len(choices)), choices)
+        ax.set_xlim(-0.5, len(choices) - 0.5)
+        ax.set_xlabel(f"{name} (categorical)")
+    elif all(is_log(spec) for spec in specs.values()):
+        _log_lr_axis(ax, f"{name} (log scale)")
+    else:
+        ax.set_xlabel(name)
+    ax.set(ylabel=f"val loss after {results.config.get('epochs')} epochs")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=6)
+
+
+def sensitivity_png(results: Results) -> bytes:
+    """Every tuning trial's objective against each tuned hyperparameter: one panel per hyperparameter
+    that any arm tunes (``lr`` first), with every arm that tunes it; a log axis for log dimensions,
+    categories for categorical ones (x: diverged; dotted: the arm's best trial of study 0)."""
+    spaces = {arm: arm_space(results, arm) for arm in results.optimizers}
+    names = hyperparameter_names(spaces, tuned_only=True) or ["lr"]
+    columns = min(3, len(names))
+    rows = -(-len(names) // columns)
+    fig, axes = _figure(columns, 8 if columns == 1 else 4.6 * columns, 4.6 if rows == 1 else 3.6 * rows, rows)
+    for ax, name in zip(axes, names):
+        _panel(ax, results, name)
+        ax.set_title(f"{name}: every tuning trial", fontsize=9)
+    for ax in axes[len(names):]:
+        ax.set_axis_off()
     return figure_bytes(fig)
 
 
@@ -155,9 +197,10 @@ def save_comparison_plot(results: Results, path: Path) -> None:
     arms = list(results.optimizers)
     for i, (arm, r) in enumerate(results.optimizers.items()):
         color = _color(i, len(arms))
-        done = [t for t in r.trials if t.value is not None]
+        done = [t for t in r.trials if t.value is not None and t.lr is not None]
         sensitivity.scatter([t.lr for t in done], [t.value for t in done], color=color, s=18, label=arm)
-        sensitivity.axvline(r.best_lr, color=color, linestyle=":", linewidth=1)
+        if r.best_lr is not None:
+            sensitivity.axvline(r.best_lr, color=color, linestyle=":", linewidth=1)
     _log_lr_axis(sensitivity, "learning rate (log scale)")
     sensitivity.set(ylabel=f"validation loss after {results.config.get('epochs')} epochs",
                     title="Every tuning trial (dotted: best lr)")
@@ -166,29 +209,34 @@ def save_comparison_plot(results: Results, path: Path) -> None:
     atomic_write_bytes(path, figure_bytes(fig))
 
 
-def profiles_png(profiles: PerformanceProfiles, title: str | None = None) -> bytes:
+def profiles_png(profiles: PerformanceProfiles | Sequence[PerformanceProfiles], title: str | None = None) -> bytes:
     """``profiles.png``: every arm's performance profile ρ(τ) on τ ∈ [1, τ_max], drawn as the exact
-    step function (``profiles.rho_steps``), each arm's score in the legend.
+    step function (``profiles.rho_steps``), each arm's score in the legend; one panel per clock.
 
     Args:
-        profiles: ``profiles.performance_profiles``'s result (one clock).
-        title: the axes' title; by default it names the clock and the number of workloads.
+        profiles: ``profiles.performance_profiles``'s result, or several (one per clock: steps and
+            wall seconds), drawn side by side.
+        title: the title of a single panel; by default each names its clock and the number of workloads.
 
     Returns:
         PNG bytes, identical for identical profiles.
     """
-    fig, (ax,) = _figure(1, 8)
-    for i, arm in enumerate(profiles.arms):
-        taus, values = rho_steps(profiles.ratios_of(arm), profiles.tau_max)
-        ax.step(taus, values, where="post", color=_color(i, len(profiles.arms)),
-                linestyle=LINESTYLES[i % len(LINESTYLES)], linewidth=1.5,
-                label=f"{arm} (score {profiles.scores[arm]:.3f})")
-    ax.set(xlim=(1.0, profiles.tau_max), ylim=(-0.03, 1.03),
-           xlabel=f"τ (time to target within τ × the fastest arm, in {profiles.clock})",
-           ylabel="fraction of workloads ρ(τ)",
-           title=title or f"Performance profiles over {len(profiles.workloads)} workload(s), {profiles.clock}")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    panels = [profiles] if isinstance(profiles, PerformanceProfiles) else list(profiles)
+    fig, axes = _figure(len(panels), 8 if len(panels) == 1 else 6.5 * len(panels))
+    for ax, p in zip(axes, panels):
+        for i, arm in enumerate(p.arms):
+            taus, values = rho_steps(p.ratios_of(arm), p.tau_max)
+            ax.step(taus, values, where="post", color=_color(i, len(p.arms)),
+                    linestyle=LINESTYLES[i % len(LINESTYLES)], linewidth=1.5,
+                    label=f"{arm} (score {p.scores[arm]:.3f})")
+        clock = CLOCK_NAMES.get(p.clock, p.clock)
+        ax.set(xlim=(1.0, p.tau_max), ylim=(-0.03, 1.03),
+               xlabel=f"τ (time to target within τ × the fastest arm, in {clock})",
+               ylabel="fraction of workloads ρ(τ)",
+               title=(title if title and len(panels) == 1 else
+                      f"Performance profiles over {len(p.workloads)} workload(s), {clock}"))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
     return figure_bytes(fig)
 
 

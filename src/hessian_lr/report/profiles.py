@@ -8,7 +8,7 @@ arXiv:2306.07179, §4; results in Kasimbeg et al. 2024) scores training algorith
 1. **Target.** Per workload, a validation target set from a strong baseline: the median, over
    repeated runs of the baseline's tuned setting, of the validation loss they reach. Here it is an
    input: ``summary.summarize`` sets it to the median final validation loss of the first arm's
-   seeds (adam when present) at its tuned lr (``extra["target"]``).
+   seeds (the first optimizer named) at its tuned setting (``extra["target"]``).
 2. **Time to target.** Per workload and arm, the time (steps, or wall seconds) at which the
    validation loss first reaches the target. AlgoPerf repeats each tuning study and takes the
    **median over the studies** of each study's time, a study that misses counting as infinitely
@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hessian_lr.report.summary import seed_runs
 from hessian_lr.results import Results
 from hessian_lr.stats import time_to_target
 
@@ -225,11 +226,10 @@ def seed_times_from_results(results: Results, clock: str = "steps", steps_per_ep
 
     Args:
         results: one workload's summarized results.
-        clock: ``"steps"`` (the epoch reached times ``steps_per_epoch``) or ``"wall_s"`` (cumulative
-            training seconds at the end of that epoch).
-        steps_per_epoch: optimizer steps per epoch; with the default 1 the times are epochs. Every
-            arm of a workload takes the same steps per epoch, so the ratios (and the profile) do not
-            depend on it.
+        clock: ``"steps"`` (the epoch reached times that run's ``steps_per_epoch``) or ``"wall_s"``
+            (cumulative training seconds at the end of that epoch, from its ``epoch_wall_s``).
+        steps_per_epoch: optimizer steps per epoch for runs that do not record their own
+            ``steps_per_epoch`` (schema 1); with the default 1 their times are epochs.
 
     Returns:
         arm → per-seed times (``None`` = never reached), for ``performance_profiles``.
@@ -243,7 +243,9 @@ def seed_times_from_results(results: Results, clock: str = "steps", steps_per_ep
     for arm, r in results.optimizers.items():
         epochs = r.summary.get("time_to_target_epochs") or []
         if clock == "steps":
-            out[arm] = [None if e is None else e * steps_per_epoch for e in epochs]
+            per_run = [run.get("steps_per_epoch") or steps_per_epoch for run in seed_runs(r.final)]
+            per_run += [steps_per_epoch] * (len(epochs) - len(per_run))
+            out[arm] = [None if e is None else e * spe for e, spe in zip(epochs, per_run)]
             continue
         walls = r.summary.get("time_to_target_wall_s") or [None] * len(epochs)
         if any(e is not None and w is None for e, w in zip(epochs, walls)):

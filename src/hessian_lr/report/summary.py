@@ -12,7 +12,12 @@
   n, missing, mean_diff, std_diff, ci95, p_t, p_wilcoxon, p_holm}]}``: differences are
   ``arm - baseline`` paired by seed; Holm's correction runs over the arms of each (metric, epoch);
 - ``results.extra["ablation"]`` (when there are ablation runs): ``{runs, cells, equal_lr}``;
-- ``results.extra["lr_sensitivity"]``: per arm, the trials' spread around the best lr.
+- ``results.extra["sensitivity"]``: per arm and tuned hyperparameter, the values of the trials
+  within ``NEAR_BEST`` of the arm's best trial (over every study's trials) and where trials diverged.
+
+The baseline is the first arm named (``config.optimizers[0]``, the first key of
+``results.optimizers``): every difference is ``arm - baseline``, and the target comes from its seeds.
+A metric no run recorded (``test_accuracy`` on a regression workload) gets no comparison rows.
 
 It is idempotent: run on its own output (read back from results.json, ablation runs included)
 it produces the same numbers, so ``hessian-lr report DIR`` can call it again.
@@ -22,13 +27,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from hessian_lr.results import Results
+from hessian_lr.report.spaces import arm_space, best_trial, is_categorical, trial_point, tuned_names, value_text
+from hessian_lr.results import ArmResults, Results
 from hessian_lr.stats import describe, holm, median, paired, time_to_target
 
-__all__ = ["summarize", "seed_runs", "baseline_arm", "comparison_epochs", "early_epoch", "BASELINE"]
+__all__ = ["summarize", "seed_runs", "seed_values", "paired_rows", "baseline_arm", "comparison_epochs", "early_epoch",
+           "sensitivity", "NEAR_BEST"]
 
-BASELINE = "adam"
-NEAR_BEST = 0.05  # lr sensitivity: trials whose objective is within 5% of the best
+NEAR_BEST = 0.05  # sensitivity: trials whose objective is within 5% of the best
 
 
 def early_epoch(epochs: int) -> int:
@@ -48,12 +54,39 @@ def seed_runs(arm_final: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def baseline_arm(arms: list[str]) -> str:
-    return BASELINE if BASELINE in arms else arms[0]
+    """The baseline: the first optimizer named (compare's and the suite's ``config.optimizers[0]``)."""
+    if not arms:
+        raise ValueError("no arms: a comparison needs at least one optimizer")
+    return arms[0]
 
 
 def _at(run: dict[str, Any], epoch: int) -> float | None:
     curve = run["val_loss_curve"]
     return curve[epoch] if epoch < len(curve) else None
+
+
+def seed_values(arm: ArmResults, metric: str, epoch: int) -> list[float | None]:
+    """Per seed, ``metric`` of the arm's final runs: ``val_loss`` at ``epoch`` (from the curve), or a
+    run-level value (``test_loss``, ``test_accuracy``); ``None`` where a run lacks it."""
+    runs = seed_runs(arm.final)
+    return [_at(r, epoch) for r in runs] if metric == "val_loss" else [r.get(metric) for r in runs]
+
+
+def paired_rows(results: Results, pairs: list[tuple[str, str]], metric: str, epoch: int) -> list[dict[str, Any]]:
+    """``arm - other`` paired by seed index for each ``(arm, other)``, Holm's correction over the pairs.
+
+    Returns:
+        One row per pair: ``{arm, baseline (= other), metric, epoch, n, missing, mean_diff, std_diff,
+        ci95, p_t, p_wilcoxon, p_holm}``.
+    """
+    tests = []
+    for arm, other in pairs:
+        mine, theirs = (seed_values(results.optimizers[a], metric, epoch) for a in (arm, other))
+        n = min(len(mine), len(theirs))
+        tests.append(paired(mine[:n], theirs[:n]))
+    adjusted = holm([t.p_t for t in tests])
+    return [{"arm": arm, "baseline": other, "metric": metric, "epoch": epoch, **t.to_dict(), "p_holm": p}
+            for (arm, other), t, p in zip(pairs, tests, adjusted)]
 
 
 def _describe_into(out: dict[str, Any], name: str, values: list[float | None]) -> None:
@@ -81,25 +114,12 @@ def _arm_summary(runs: list[dict[str, Any]], epochs: int, target: float | None) 
 def _pairwise(results: Results, epochs: int) -> dict[str, Any]:
     arms = list(results.optimizers)
     base = baseline_arm(arms)
-    runs = {arm: seed_runs(results.optimizers[arm].final) for arm in arms}
-    others = [a for a in arms if a != base]
-    rows: list[dict[str, Any]] = []
-    families: list[tuple[str, int, list[tuple[str, list, list]]]] = []
-    for epoch in comparison_epochs(epochs):
-        families.append(("val_loss", epoch, [(a, [_at(r, epoch) for r in runs[a]], [_at(r, epoch) for r in runs[base]])
-                                             for a in others]))
+    pairs = [(a, base) for a in arms if a != base]
+    families = [("val_loss", epoch) for epoch in comparison_epochs(epochs)]
     for metric in ("test_loss", "test_accuracy"):
-        families.append((metric, epochs, [(a, [r.get(metric) for r in runs[a]], [r.get(metric) for r in runs[base]])
-                                          for a in others]))
-    for metric, epoch, pairs in families:
-        tests = []
-        for arm, a_values, b_values in pairs:
-            n = min(len(a_values), len(b_values))  # paired by seed index
-            tests.append((arm, paired(a_values[:n], b_values[:n])))
-        adjusted = holm([t.p_t for _, t in tests])
-        for (arm, t), p_holm in zip(tests, adjusted):
-            rows.append({"arm": arm, "baseline": base, "metric": metric, "epoch": epoch, **t.to_dict(),
-                         "p_holm": p_holm})
+        if any(v is not None for a in arms for v in seed_values(results.optimizers[a], metric, epochs)):
+            families.append((metric, epochs))  # a metric never recorded (regression: no accuracy) is left out
+    rows = [row for metric, epoch in families for row in paired_rows(results, pairs, metric, epoch)]
     return {"baseline": base, "epochs": comparison_epochs(epochs), "correction": "holm over arms per metric and epoch",
             "comparisons": rows}
 
@@ -131,17 +151,47 @@ def _ablation(results: Results, ablation_runs: dict[str, dict[str, list[dict]]])
     return {"runs": ablation_runs, "cells": cells, "equal_lr": equal_lr}
 
 
-def _lr_sensitivity(results: Results) -> dict[str, Any]:
+def _values(trials: list, name: str) -> list:
+    """The trials' values of one hyperparameter (those that have it)."""
+    return [v for t in trials if (v := trial_point(t).get(name)) is not None]
+
+
+def _numeric_range(values: list) -> list | None:
+    return [min(values), max(values)] if values else None
+
+
+def _distinct(values: list) -> list:
+    """The distinct values in order of their written form (deterministic for any JSON scalars)."""
+    return [v for _, v in sorted({value_text(v): v for v in values}.items())]
+
+
+def sensitivity(results: Results, near: float = NEAR_BEST) -> dict[str, Any]:
+    """Per arm, how forgiving its tuning landscape is, over every trial of every study.
+
+    ``arms[arm]``: ``n_trials``, ``n_diverged``, ``studies``, ``best_value`` (the best trial's
+    objective), ``best_trial`` (``{study, number}``), ``n_near_best`` (trials within ``near`` ×
+    the best, relative) and per tuned hyperparameter ``{best, near_best, diverged}``: the best trial's
+    value, the range (numeric) or the distinct values (categorical) of the near-best trials, and
+    likewise of the diverged trials (``None`` when none diverged).
+    """
     out = {}
     for arm, r in results.optimizers.items():
+        space = arm_space(results, arm)
         done = [t for t in r.trials if t.value is not None]
         failed = [t for t in r.trials if t.value is None]
-        best = min((t.value for t in done), default=None)
-        near = [t.lr for t in done if best is not None and t.value <= best * (1 + NEAR_BEST)]
-        out[arm] = {"n_trials": len(r.trials), "n_diverged": len(failed), "best_lr": r.best_lr,
-                    "best_value": r.best_value, "near_best_lr_range": [min(near), max(near)] if near else None,
-                    "n_near_best": len(near), "lowest_diverged_lr": min((t.lr for t in failed), default=None)}
-    return {"near_best": NEAR_BEST, "arms": out}
+        best = best_trial(r, study=None)
+        near_best = [t for t in done if best is not None and t.value <= best.value + near * abs(best.value)]
+        params = {}
+        for name in tuned_names(space):
+            spread = _distinct if is_categorical(space[name]) else _numeric_range
+            params[name] = {"best": None if best is None else trial_point(best).get(name),
+                            "near_best": spread(_values(near_best, name)), "diverged": spread(_values(failed, name))}
+        out[arm] = {"n_trials": len(r.trials), "n_diverged": len(failed),
+                    "studies": len({t.study for t in r.trials}) or 1,
+                    "best_value": None if best is None else best.value,
+                    "best_trial": None if best is None else {"study": best.study, "number": best.number},
+                    "n_near_best": len(near_best), "hyperparameters": params}
+    return {"near_best": near, "arms": out}
 
 
 def summarize(results: Results, ablation_runs: dict[str, dict[str, list[dict]]] | None = None,
@@ -164,7 +214,7 @@ def summarize(results: Results, ablation_runs: dict[str, dict[str, list[dict]]] 
     if target is None:
         value = median([r.get("val_loss") for r in base_runs])
         rule = (f"median final validation loss (epoch {epochs}) of {base} over its {len(base_runs)} "
-                f"seed{'s' if len(base_runs) != 1 else ''} at its tuned lr")
+                f"seed{'s' if len(base_runs) != 1 else ''} at its tuned setting")
     else:
         value, rule = float(target), "given"
     results.extra["target"] = {"value": value, "rule": rule, "arm": base if target is None else None}
@@ -180,5 +230,6 @@ def summarize(results: Results, ablation_runs: dict[str, dict[str, list[dict]]] 
         results.extra["ablation"] = _ablation(results, ablation_runs)
     else:
         results.extra.pop("ablation", None)
-    results.extra["lr_sensitivity"] = _lr_sensitivity(results)
+    results.extra.pop("lr_sensitivity", None)  # schema 1's lr-only form, superseded by "sensitivity"
+    results.extra["sensitivity"] = sensitivity(results)
     return results

@@ -48,6 +48,23 @@ def reference_train(model, base, steps, *, beta=0.99, eps=1e-8, start=0, state=N
     return state
 
 
+def tiny_mlp(seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """5 -> 7 -> 4 ReLU MLP (the estimator tests' softmax classifier)."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 4)).to(dtype)
+
+
+def train_through_backward(model, opt, steps, start):
+    """Steps through ``opt.backward(loss, logits=...)`` (sampling estimators take their samples there)."""
+    for t in range(start, start + steps):
+        g = torch.Generator().manual_seed(100 + t)
+        x, y = torch.randn(16, 5, generator=g), torch.randint(0, 4, (16,), generator=g)
+        logits = model(x)
+        opt.zero_grad()
+        opt.backward(torch.nn.functional.cross_entropy(logits, y), logits=logits)
+        opt.step()
+
+
 def params_of(model) -> list[torch.Tensor]:
     return [p.detach().clone() for p in model.parameters()]
 

@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from optim_helpers import tiny_mlp, train_through_backward
 from torch import nn
 
 from hessian_lr.optim import HessianLRAdaptation
@@ -168,15 +169,10 @@ def test_hutchinson_estimator_averages_to_the_diagonal():
     assert z.abs().max() < 5, z
 
 
-def _tiny_mlp(seed=0, dtype=torch.float32):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 4)).to(dtype)
-
-
 def test_gauss_newton_bartlett_is_unbiased_for_the_gn_diagonal():
     from hessian_lr.analysis.exact import gauss_newton_diagonal_ce
 
-    model = _tiny_mlp(dtype=D)
+    model = tiny_mlp(dtype=D)
     x = torch.randn(16, 5, dtype=D, generator=torch.Generator().manual_seed(2))
     exact = torch.cat([d.reshape(-1) for d in gauss_newton_diagonal_ce(model, x)])
     logits = model(x)
@@ -192,7 +188,7 @@ def test_gauss_newton_bartlett_is_unbiased_for_the_gn_diagonal():
 
 
 def test_update_every_and_protocol_errors():
-    model = _tiny_mlp()
+    model = tiny_mlp()
     x, y = torch.randn(8, 5), torch.randint(0, 4, (8,))
     opt = HessianLRAdaptation(torch.optim.SGD(model.parameters(), lr=0.01), estimator=Hutchinson(update_every=3))
     for _ in range(7):
@@ -212,7 +208,7 @@ def test_update_every_and_protocol_errors():
 
 
 def test_gradient_only_backward_is_plain_backward():
-    model, twin = _tiny_mlp(), _tiny_mlp()
+    model, twin = tiny_mlp(), tiny_mlp()
     x, y = torch.randn(8, 5), torch.randint(0, 4, (8,))
     opt = HessianLRAdaptation(torch.optim.SGD(model.parameters(), lr=0.01), estimator="secant")
     opt.backward(nn.functional.cross_entropy(model(x), y))
@@ -223,7 +219,7 @@ def test_gradient_only_backward_is_plain_backward():
 
 
 def test_gauss_newton_backward_gives_the_plain_gradient():
-    model, twin = _tiny_mlp(), _tiny_mlp()
+    model, twin = tiny_mlp(), tiny_mlp()
     x, y = torch.randn(8, 5), torch.randint(0, 4, (8,))
     opt = HessianLRAdaptation(torch.optim.SGD(model.parameters(), lr=0.01), estimator="gauss-newton")
     logits = model(x)
@@ -235,7 +231,7 @@ def test_gauss_newton_backward_gives_the_plain_gradient():
 
 
 def test_nonfinite_sample_is_dropped():
-    model = _tiny_mlp()
+    model = tiny_mlp()
     opt = HessianLRAdaptation(torch.optim.SGD(model.parameters(), lr=0.01), estimator="hutchinson", nonfinite="skip")
     x, y = torch.randn(8, 5), torch.randint(0, 4, (8,))
     x[0, 0] = float("nan")
@@ -259,16 +255,6 @@ def test_spatial_average_over_kernel_dims():
     torch.testing.assert_close(est.estimate(bias_state, beta=0.0, step=1), torch.tensor([1.0, -2.0, 3.0]))
 
 
-def _train(model, opt, steps, start):
-    for t in range(start, start + steps):
-        g = torch.Generator().manual_seed(100 + t)
-        x, y = torch.randn(16, 5, generator=g), torch.randint(0, 4, (16,), generator=g)
-        logits = model(x)
-        opt.zero_grad()
-        opt.backward(nn.functional.cross_entropy(logits, y), logits=logits)
-        opt.step()
-
-
 @pytest.mark.parametrize("name", sorted(ESTIMATORS))
 @pytest.mark.parametrize("base", ["sgd", "adam"])
 def test_state_dict_round_trip_continues_identically(name, base):
@@ -277,20 +263,20 @@ def test_state_dict_round_trip_continues_identically(name, base):
                  else torch.optim.Adam(model.parameters(), lr=1e-3))
         return HessianLRAdaptation(inner, eps=1e-12, estimator=get_estimator(name))
 
-    model = _tiny_mlp()
+    model = tiny_mlp()
     opt = build(model)
-    _train(model, opt, 5, 0)
+    train_through_backward(model, opt, 5, 0)
     saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
 
-    twin = _tiny_mlp(seed=9)
+    twin = tiny_mlp(seed=9)
     twin.load_state_dict(saved_model)
     twin_opt = build(twin)
     twin_opt.load_state_dict(saved_opt)
 
-    torch.manual_seed(42)
-    _train(model, opt, 6, 5)
-    torch.manual_seed(42)  # hutchinson / gauss-newton draw from the global RNG
-    _train(twin, twin_opt, 6, 5)
+    # No reseeding: hutchinson / gauss-newton draw from their own generator, restored by the load.
+    train_through_backward(model, opt, 6, 5)
+    torch.randn(5)  # the global RNG moved on in between
+    train_through_backward(twin, twin_opt, 6, 5)
     for p, q in zip(model.parameters(), twin.parameters()):
         assert torch.equal(p, q), (name, (p - q).abs().max())
     for p, q in zip(model.parameters(), twin.parameters()):
@@ -302,7 +288,7 @@ def test_state_dict_round_trip_continues_identically(name, base):
 @pytest.mark.parametrize("cls", [SquaredGrad, Secant, SecantRMS, Hutchinson, GaussNewtonBartlett])
 def test_low_precision_params_keep_float32_state(cls):
     torch.manual_seed(0)
-    model = _tiny_mlp().to(torch.bfloat16)
+    model = tiny_mlp().to(torch.bfloat16)
     opt = HessianLRAdaptation(torch.optim.SGD(model.parameters(), lr=0.01), eps=1e-12, estimator=cls())
     x, y = torch.randn(8, 5, dtype=torch.bfloat16), torch.randint(0, 4, (8,))
     for _ in range(3):
@@ -328,7 +314,7 @@ def test_custom_estimator_object_passes_through():
 
 
 def test_diverged_logits_give_a_clean_floating_point_error():
-    model = _tiny_mlp()
+    model = tiny_mlp()
     opt = HessianLRAdaptation(torch.optim.SGD(model.parameters(), lr=0.01), estimator="gauss-newton")
     x, y = torch.randn(8, 5), torch.randint(0, 4, (8,))
     x[0, 0] = float("inf")

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from optim_helpers import assert_same, mlp, params_of, train
+from optim_helpers import assert_same, mlp, params_of, tiny_mlp, train, train_through_backward
 
 from hessian_lr.optim import HessianLRAdaptation
 
@@ -108,22 +108,6 @@ def test_load_rejects_foreign_or_mismatched_state():
 
 
 # -- the estimator is part of the checkpoint (item 7) and its random stream too (item 8a) ---------
-def _tiny(seed=0):
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 4))
-
-
-def _sampled_steps(model, opt, steps, start):
-    for t in range(start, start + steps):
-        g = torch.Generator().manual_seed(100 + t)
-        x, y = torch.randn(16, 5, generator=g), torch.randint(0, 4, (16,), generator=g)
-        logits = model(x)
-        opt.zero_grad()
-        opt.backward(torch.nn.functional.cross_entropy(logits, y), logits=logits)
-        opt.step()
-        torch.randn(3)  # other users of the global RNG (dropout, shuffling) must not matter
-
-
 @pytest.mark.parametrize("name", ["hutchinson", "gauss-newton"])
 def test_sampling_estimators_resume_bit_identically(tmp_path, name):
     """N + M steps == N steps, save, rebuild (a fresh estimator draws another seed), load, M steps:
@@ -132,28 +116,28 @@ def test_sampling_estimators_resume_bit_identically(tmp_path, name):
         return HessianLRAdaptation(torch.optim.Adam(model.parameters(), lr=1e-2), estimator=name)
 
     torch.manual_seed(123)
-    model = _tiny()
+    model = tiny_mlp()
     opt = build(model)
-    _sampled_steps(model, opt, 7, 0)
+    train_through_backward(model, opt, 7, 0)
     straight = params_of(model)
 
     torch.manual_seed(123)
-    model = _tiny()
+    model = tiny_mlp()
     opt = build(model)
-    _sampled_steps(model, opt, 3, 0)
+    train_through_backward(model, opt, 3, 0)
     torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, tmp_path / "ckpt.pt")
     torch.manual_seed(999)  # the restarted process's RNG is elsewhere
-    model = _tiny(seed=5)
+    model = tiny_mlp(seed=5)
     opt = build(model)
     ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["opt"])
-    _sampled_steps(model, opt, 4, 3)
+    train_through_backward(model, opt, 4, 3)
     assert_same(params_of(model), straight)
 
 
 def test_a_checkpoint_of_another_estimator_is_refused():
-    model = _tiny()
+    model = tiny_mlp()
     grad_diff = HessianLRAdaptation(torch.optim.SGD(model.parameters(), lr=0.1), estimator="grad-diff")
     model(torch.randn(4, 5)).sum().backward()
     grad_diff.step()

@@ -162,6 +162,7 @@ def _grad_diff_lists(
 _compiled: Callable[..., None] | None = None
 _compiled_error: str | None = None  # why torch.compile is unusable here, once it failed
 
+
 def compiled_grad_diff_(
     grads: list[Tensor],
     prev_grads: list[Tensor],

@@ -161,7 +161,15 @@ class _GradientExchange:
 
     __slots__ = ("params", "grads", "buffers", "refill_prevs", "refill_grads", "kernel")
 
-    def __init__(self, params, grads, buffers, refill_prevs=(), refill_grads=(), kernel=None) -> None:
+    def __init__(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        buffers: list[Tensor],
+        refill_prevs: list[Tensor] = (),  # type: ignore[assignment]
+        refill_grads: list[Tensor] = (),  # type: ignore[assignment]
+        kernel: Any = None,
+    ) -> None:
         self.params: list[Tensor] = params
         self.grads: list[Tensor] = grads
         self.buffers: list[Tensor] = buffers
@@ -464,7 +472,15 @@ class HessianLRAdaptation(Optimizer):
             rows.append((beta, eps, (plan.group_steps[gi] if state is None else state["step"]) + 1))
         return rows
 
-    def _grad_diff_step(self, plan, active, everyone, grads, work, rows) -> _GradientExchange:
+    def _grad_diff_step(
+        self,
+        plan: _Plan,
+        active: list[int],
+        everyone: bool,
+        grads: list[Tensor],
+        work: list[Tensor],
+        rows: list[F.Hyper],
+    ) -> _GradientExchange:
         """The grad-diff update through :func:`hessian_lr.optim.functional.grad_diff_`.
 
         Where ``prev_grad`` can stand in for the gradient (same dtype) the rescaled gradient goes
@@ -498,7 +514,9 @@ class HessianLRAdaptation(Optimizer):
         params = plan.params if everyone else [plan.params[i] for i in active]
         return _GradientExchange(params, grads, buffers, *refill, kernel=self._kernel)
 
-    def _estimator_step(self, plan, active, grads, rows) -> _GradientExchange:
+    def _estimator_step(
+        self, plan: _Plan, active: list[int], grads: list[Tensor], rows: list[F.Hyper]
+    ) -> _GradientExchange:
         """Any other estimator: its ``precondition_`` rescales copies of the gradients, batched by
         hyperparameter row and dtype."""
         buffers = [g.clone() for g in grads]

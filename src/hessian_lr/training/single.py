@@ -49,7 +49,10 @@ class SingleModel:
             loss = loss + self.workload.penalty(self.params)
         try:
             self.arm.step.backward(self.optimizer, loss, logits=logits, step=self.steps)
-            self.optimizer.step()
+            if self._gradients_finite():
+                self.optimizer.step()
+            else:  # the batched engine's rule: a run with an inf/NaN gradient stops, whatever its optimizer does
+                self.stopped = True
         except FloatingPointError:  # HessianLRAdaptation refuses a non-finite gradient
             self.stopped = True
         finally:
@@ -58,6 +61,14 @@ class SingleModel:
             self.optimizer.zero_grad(set_to_none=True)
         self.steps += 1
         return torch.ones(1, dtype=torch.bool) if self.stopped else None
+
+    def _gradients_finite(self) -> bool:
+        """Whether every gradient is finite (one reduction; a huge finite sum can overflow, so
+        the tensors are then checked one by one)."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads or bool(torch.stack([g.sum() for g in grads]).sum().isfinite()):
+            return True
+        return all(bool(g.isfinite().all()) for g in grads)
 
     def resume(self) -> None:
         self.stopped = False

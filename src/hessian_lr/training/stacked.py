@@ -314,7 +314,7 @@ class StackedModels:
                 if unit.kind == STACKED:
                     bad[unit.start : unit.stop] |= ~g.reshape(unit.stop - unit.start, -1).isfinite().all(dim=1)
                 else:  # pooled / model: the j-th leaf belongs to the unit's (j // n)-th row
-                    bad[unit.start + j // n] |= ~bool(g.isfinite().all())
+                    bad[unit.start + j // n] |= ~g.isfinite().all()
         return bad if bool(bad.any()) else None
 
     def _zero_rows(self, rows: Tensor) -> None:

@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from hessian_lr.arms import Arm
+from hessian_lr.training import conv as _conv  # noqa: F401  (registers the Mnist1dCNN batched forward)
 from hessian_lr.training.forward import batched_forward
 from hessian_lr.training.loop import Run, initial_model
 from hessian_lr.training.mlp import BatchedMLP

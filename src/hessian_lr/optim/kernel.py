@@ -85,27 +85,34 @@ bool all_finite(const T* data, int64_t n) {
 //   in place  (kIntoPrev = false): g <- g / sqrt(hhat + eps), prev <- g, h updated;
 //   into prev (kIntoPrev = true, G == S): prev <- g / sqrt(hhat + eps), g untouched, h updated.
 // The rounding sequence is the reference's (ATen's vectorized mul_ + addcmul_, then rsqrt, mul).
+// A function of its own, with restrict pointers, so that the loop vectorizes inside OpenMP's
+// outlined region too (a lambda's captured pointers may alias).
 template <typename G, typename S, bool kIntoPrev>
-void update(G* __restrict__ g, S* __restrict__ prev, S* __restrict__ h, int64_t n, double beta_d,
-            double eps_d, double scale_d) {
+void update_range(G* __restrict__ g, S* __restrict__ prev, S* __restrict__ h, int64_t n, S beta, S omb, S eps,
+                  S scale) {
+  for (int64_t i = 0; i < n; ++i) {
+    const S gi = static_cast<S>(g[i]);
+    const S nd = prev[i] - gi;                          // -d_t
+    const S hn = std::fma(omb * nd, nd, h[i] * beta);   // as ATen's vectorized mul_ + addcmul_
+    h[i] = hn;
+    const S rescaled = (S(1) / std::sqrt(hn * scale + eps)) * gi;
+    if constexpr (kIntoPrev) {
+      prev[i] = rescaled;
+    } else {
+      prev[i] = gi;
+      g[i] = static_cast<G>(rescaled);
+    }
+  }
+}
+
+template <typename G, typename S, bool kIntoPrev>
+void update(G* g, S* prev, S* h, int64_t n, double beta_d, double eps_d, double scale_d) {
   const S beta = static_cast<S>(beta_d);
   const S omb = static_cast<S>(1.0 - beta_d);
   const S eps = static_cast<S>(eps_d);
   const S scale = static_cast<S>(scale_d);
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const S gi = static_cast<S>(g[i]);
-      const S nd = prev[i] - gi;                          // -d_t
-      const S hn = std::fma(omb * nd, nd, h[i] * beta);   // as ATen's vectorized mul_ + addcmul_
-      h[i] = hn;
-      const S rescaled = (S(1) / std::sqrt(hn * scale + eps)) * gi;
-      if constexpr (kIntoPrev) {
-        prev[i] = rescaled;
-      } else {
-        prev[i] = gi;
-        g[i] = static_cast<G>(rescaled);
-      }
-    }
+    update_range<G, S, kIntoPrev>(g + b, prev + b, h + b, e - b, beta, omb, eps, scale);
   });
 }
 
@@ -254,9 +261,14 @@ def _cpu_flags() -> list[str]:
     return ["-mavx2", "-mfma"] if {"avx2", "fma"} <= set(flags) else []
 
 
-_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", *_cpu_flags()]
+# -fopenmp: at::parallel_for is inline and runs its chunks on OpenMP threads only when the caller
+# is compiled with OpenMP (without it the kernel is serial whatever torch.get_num_threads() says).
+# The extension then links libgomp.so.1, the runtime torch itself loaded, so there is one pool.
+_OPENMP = torch.__config__.parallel_info().find("OpenMP") >= 0 and sys.platform.startswith("linux")
+_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", *_cpu_flags(), *(["-fopenmp"] if _OPENMP else [])]
+_LDFLAGS = ["-fopenmp"] if _OPENMP else []
 _NAME = "hessian_lr_graddiff_" + hashlib.sha256(
-    (_CPP + repr(_FLAGS) + torch.__version__).encode()
+    (_CPP + repr(_FLAGS) + repr(_LDFLAGS) + torch.__version__).encode()
 ).hexdigest()[:12]
 
 _lock = threading.Lock()
@@ -313,6 +325,7 @@ def build(verbose: bool = False) -> ModuleType:
         cpp_sources=[_CPP],
         functions=["first_nonfinite", "grad_diff_", "copy_", "grad_diff_tensor_"],
         extra_cflags=_FLAGS,
+        extra_ldflags=_LDFLAGS,
         verbose=verbose,
     )
 

@@ -10,13 +10,15 @@ every workload's results and fidelity) and the suite report (``suite.md``, ``sui
 
 Resuming: every stage keeps its finished work on disk (each workload's studies and final runs, as
 compare does; each fidelity.json), so the same command run again after a kill continues where it
-stopped. All workloads' studies live in one storage (``OUT/optuna.journal`` or ``--storage``), named
+stopped (``wall_s`` then records each workload's seconds in this run: the time it took to
+finish it, not to redo what was already done). All workloads' studies live in one storage (``OUT/optuna.journal`` or ``--storage``), named
 ``<study>.<workload>.<arm>.<fingerprint>``, so ``hessian-lr worker --storage URL --study <study>``
 joins the whole suite.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -138,7 +140,9 @@ def run_suite(config: SuiteConfig, progress: Progress = no_progress) -> dict[str
         store.write_config(config.to_dict())
         workloads: dict[str, Any] = {}
         fidelity: dict[str, Any] = {}
+        walls: dict[str, float] = {}
         for workload, compare in zip(config.workloads, compares):
+            start = time.perf_counter()
             def tagged(event: ProgressEvent, workload: str = workload) -> None:
                 progress(ProgressEvent(f"{workload}/{event.task}", event.kind, event.trial, event.value, event.count))
 
@@ -150,8 +154,9 @@ def run_suite(config: SuiteConfig, progress: Progress = no_progress) -> dict[str
                     fidelity[workload] = found
                 progress(ProgressEvent(f"{workload}/fidelity", "done"))
             del results
+            walls[workload] = time.perf_counter() - start
         suite = {"schema": SUITE_SCHEMA, "config": config.to_dict(), "versions": _versions(workloads),
-                 "workloads": workloads, "fidelity": fidelity}
+                 "workloads": workloads, "fidelity": fidelity, "wall_s": walls}
         write_suite(suite, config.out)
     return suite
 

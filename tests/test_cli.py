@@ -103,7 +103,7 @@ def test_tiny_compare_through_the_console_script(tmp_path):
 
 @pytest.mark.parametrize("args, fragment", [(["--estimators", "grad-diff,oracle"], "unknown estimator(s) oracle"),
                                             (["--workload", "cifar"], "unknown workload"),
-                                            (["--lr", "-1"], "--lr must be > 0")])
+                                            (["--lr", "-1"], "argument --lr: expected a finite number")])
 def test_fidelity_bad_input(tmp_path, capsys, args, fragment):
     assert main(["fidelity", "--out", str(tmp_path), *args]) == 2
     err = capsys.readouterr().err

@@ -1,88 +1,88 @@
-"""Kill-safe resume for real: SIGKILL a compare run, run the same command again, and get exactly
-what an uninterrupted run gives (sequential seeded mode, and batched arms in lanes), with no
-finished work redone."""
+"""Kill-safe resume for real: SIGKILL (or Ctrl-C) a compare run at an event it announced, run the
+same command again, and get exactly what an uninterrupted run gives (sequential seeded mode, a
+multi-hyperparameter space, batched arms in lanes), with no finished work redone.
+
+Every kill point is an event the run announces and is held at (tests/announced.py): the process
+stands exactly there when the signal comes, however loaded the machine is."""
 
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
-from optuna.storages.journal import JournalFileBackend
+from announced import Announced, run_ok
 from results_helpers import without_timing
 
-TRIALS, SEEDS = 4, 3
-ARGS = ["--optimizers", "adam", "--trials", str(TRIALS), "--epochs", "12", "--seeds", str(SEEDS), "--workers", "1",
-        "--no-batch-startup", "--quiet"]  # the plain sequential, bit-reproducible mode
+from hessian_lr.tuning.storage import journal_storage
+
+TRIALS, SEEDS, EPOCHS = 4, 3, 4
+ARGS = ["--optimizers", "adam", "--trials", str(TRIALS), "--epochs", str(EPOCHS), "--seeds", str(SEEDS),
+        "--workers", "1", "--no-batch-startup", "--quiet"]  # the plain sequential, bit-reproducible mode
+INTERRUPTED = "hessian-lr: interrupted; run the same command again to resume"
 
 
-def compare(out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "hessian_lr.cli", "compare", "--out", str(out), *ARGS],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def compare_args(out: Path, args=ARGS) -> list[str]:
+    return ["compare", "--out", str(out), *args]
 
 
-def finish(proc: subprocess.Popen) -> None:
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
+def all_trials(out: Path) -> dict[str, list[optuna.trial.FrozenTrial]]:
+    journal = out / "optuna.journal"
+    if not journal.exists():
+        return {}
+    storage = journal_storage(journal)
+    return {s.study_name: optuna.load_study(study_name=s.study_name, storage=storage).trials
+            for s in optuna.get_all_study_summaries(storage)}
 
 
 def study_trials(out: Path) -> list[optuna.trial.FrozenTrial]:
-    journal = out / "optuna.journal"
-    if not journal.exists():
-        return []
-    storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
-    summaries = optuna.get_all_study_summaries(storage)
-    if not summaries:
-        return []
-    return optuna.load_study(study_name=summaries[0].study_name, storage=storage).trials
-
-
-def kill_when(proc: subprocess.Popen, condition, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            return
-        if proc.poll() is not None:
-            raise AssertionError("the run finished before the kill point")
-        time.sleep(0.02)
-    raise AssertionError("kill point never reached")
-
-
-def comparable(out: Path) -> dict:
-    return without_timing(json.loads((out / "results.json").read_text()))
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("reference")
-    finish(compare(out))
-    return comparable(out)
+    studies = all_trials(out)
+    assert len(studies) <= 1
+    return next(iter(studies.values()), [])
 
 
 def completed(trials):
     return {t.number: t.value for t in trials if t.state == optuna.trial.TrialState.COMPLETE}
 
 
-@pytest.mark.parametrize("kill_point", ["trial-boundary", "mid-trial"])
-def test_killed_during_tuning_resumes_to_the_uninterrupted_result(reference, tmp_path, kill_point):
+def comparable(out: Path) -> dict:
+    return without_timing(json.loads((out / "results.json").read_text()))
+
+
+def kill_at(out: Path, event: str, args=ARGS) -> Announced:
+    """Run until ``event`` (held there), SIGKILL it."""
+    with Announced(compare_args(out, args), hold=[event]) as run:
+        wait_for_held(run, event)
+        run.kill()
+    return run
+
+
+def wait_for_held(run: Announced, event: str) -> None:
+    pattern, _, nth = event.partition("#")
+    run.wait_for(pattern, int(nth or 1))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("reference")
+    run_ok(compare_args(out))
+    return comparable(out)
+
+
+@pytest.mark.parametrize("kill_point, event", [
+    ("trial-boundary", "trial-told *#2"),  # the second trial just told
+    ("mid-trial", f"epoch adam#{EPOCHS + 2}"),  # the second trial's second epoch
+    ("inside-ask", "trial-asking *#3"),  # the third trial created, its lr not drawn yet
+])
+def test_killed_during_tuning_resumes_to_the_uninterrupted_result(reference, tmp_path, kill_point, event):
     out = tmp_path / "run"
-    proc = compare(out)
-    if kill_point == "trial-boundary":
-        kill_when(proc, lambda: len(completed(study_trials(out))) >= 2)
-    else:
-        kill_when(proc, lambda: len(completed(study_trials(out))) >= 1 and any(
-            t.state == optuna.trial.TrialState.RUNNING for t in study_trials(out)))
-        time.sleep(0)  # killed while a trial trains
+    kill_at(out, event)
     before = completed(study_trials(out))
-    assert 1 <= len(before) < TRIALS
-    finish(compare(out))
+    assert len(before) == (2 if kill_point != "mid-trial" else 1)
+    if kill_point == "inside-ask":
+        assert "lr" not in study_trials(out)[-1].params
+    run_ok(compare_args(out))
     after = study_trials(out)
     assert {n: v for n, v in completed(after).items() if n in before} == before  # nothing lost or redone
     assert len(completed(after)) == TRIALS and [t.number for t in after] == list(range(TRIALS))
@@ -91,77 +91,120 @@ def test_killed_during_tuning_resumes_to_the_uninterrupted_result(reference, tmp
 
 def test_killed_during_the_finals_reuses_finished_runs(reference, tmp_path):
     out = tmp_path / "run"
-    proc = compare(out)
-    kill_when(proc, lambda: len(list((out / "runs").glob("*.json"))) >= 1, timeout=180)
+    kill_at(out, "final-saved *#1")
     kept = {p: p.read_bytes() for p in (out / "runs").glob("*.json")}
-    assert 1 <= len(kept) < SEEDS
+    assert len(kept) == 1
     assert not list(out.glob("results.json"))  # never half-written: absent until the end
-    finish(compare(out))
+    run_ok(compare_args(out))
     assert all(p.read_bytes() == data for p, data in kept.items())
     assert len(list((out / "runs").glob("*.json"))) == SEEDS
     assert comparable(out) == reference
 
 
-BATCHED_ARGS = ["--optimizers", "adam,hessian-adam", "--trials", str(TRIALS), "--epochs", "12", "--seeds", "2",
-                "--batch-trials", "2", "--threads", "1", "--quiet"]  # one process, the arms in two lanes
+SPACE_TOML = ('[space.adam]\nlr = { low = 1e-4, high = 1e-1, log = true }\n'
+              'eps = { low = 1e-10, high = 1e-6, log = true }\n')
 
 
-def all_trials(out: Path) -> dict[str, list[optuna.trial.FrozenTrial]]:
-    journal = out / "optuna.journal"
-    if not journal.exists():
-        return {}
-    storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
-    return {s.study_name: optuna.load_study(study_name=s.study_name, storage=storage).trials
-            for s in optuna.get_all_study_summaries(storage)}
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory) -> tuple[list[str], dict]:
+    folder = tmp_path_factory.mktemp("wide")
+    (folder / "space.toml").write_text(SPACE_TOML)
+    args = [*ARGS, "--config", str(folder / "space.toml")]
+    run_ok(compare_args(folder / "reference", args))
+    return args, comparable(folder / "reference")
 
 
-def test_batched_lanes_killed_mid_batch_resume_to_the_uninterrupted_result(tmp_path):
-    """Both arms train at once in threads, each its batch of TRIALS (TPE's start-up trials);
-    SIGKILL while both batches train, run the same command again: every study ends with exactly
-    its budget and the same numbers as a run never interrupted (each batch is trained again as
-    the same batch). A kill while a batch's trials are being asked or told retrains the unfinished
-    ones as a smaller batch: the budget is kept, the numbers agree to float tolerance."""
-    def run(out: Path) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "hessian_lr.cli", "compare", "--out", str(out), *BATCHED_ARGS],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    reference = tmp_path / "reference"
-    finish(run(reference))
+@pytest.mark.parametrize("event", ["param-drawn * 2 lr", f"epoch adam#{2 * EPOCHS + 1}"])
+def test_a_two_hyperparameter_space_resumes_bit_identically(wide, tmp_path, event):
+    """[space.adam] with lr and eps from a TOML config: killed between a trial's two parameters
+    (lr stored, eps not), or mid-trial, the rerun gives the uninterrupted run's results exactly."""
+    args, reference = wide
     out = tmp_path / "run"
-    proc = run(out)
+    kill_at(out, event, args)
+    trials = study_trials(out)
+    if event.startswith("param-drawn"):
+        assert set(trials[-1].params) == {"lr"}
+    run_ok(compare_args(out, args))
+    data = comparable(out)
+    assert data == reference
+    assert set(data["optimizers"]["adam"]["best_params"]) == {"lr", "eps"}
 
-    def both_batches_training() -> bool:
-        studies = all_trials(out)
-        return len(studies) == 2 and all(
-            len(trials) == TRIALS and all(t.state == optuna.trial.TrialState.RUNNING and "lr" in t.params
-                                          for t in trials) for trials in studies.values())
 
-    kill_when(proc, both_batches_training)
-    finish(run(out))
-    after = all_trials(out)
-    assert len(after) == 2
-    for trials in after.values():
+BATCHED_ARGS = ["--optimizers", "adam,hessian-adam", "--trials", str(TRIALS), "--epochs", str(EPOCHS),
+                "--seeds", "2", "--batch-trials", "2", "--threads", "1", "--workers", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def batched_reference(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("batched")
+    run_ok(compare_args(out, BATCHED_ARGS))
+    return comparable(out)
+
+
+def test_batched_lanes_killed_mid_batch_resume_to_the_uninterrupted_result(batched_reference, tmp_path):
+    """Both arms train at once in threads, each its batch of TPE's start-up trials; SIGKILL while
+    both batches train (both lanes held right after handing their batch to training), run the
+    same command again: every study ends with exactly its budget and the same numbers as a run
+    never interrupted (each batch is trained again as the same batch)."""
+    out = tmp_path / "run"
+    with Announced(compare_args(out, BATCHED_ARGS), hold=["batch-started *"]) as run:
+        run.wait_for("batch-started *", 2)
+        run.kill()
+    studies = all_trials(out)
+    assert len(studies) == 2 and all(
+        len(trials) == TRIALS and all(t.state == optuna.trial.TrialState.RUNNING and "lr" in t.params for t in trials)
+        for trials in studies.values())
+    run_ok(compare_args(out, BATCHED_ARGS))
+    for trials in all_trials(out).values():
         assert [t.number for t in trials] == list(range(TRIALS))
         assert len(completed(trials)) == TRIALS
-    assert comparable(out) == comparable(reference)
+    assert comparable(out) == batched_reference
 
 
-def test_ctrl_c_during_batched_lanes_stops_cleanly_and_resumes(tmp_path):
-    """SIGINT while both lanes train: the other lane stops at its next epoch and is joined, the
-    command exits 130 with its one-line message (no C++ abort from a thread left inside torch),
-    and the same command then finishes the budget."""
+def finish_interrupted(run: Announced) -> None:
+    code = run.finish(timeout=120)
+    err = run.stderr()
+    assert code == 130, err
+    assert err.strip() == INTERRUPTED, err
+
+
+def test_ctrl_c_during_batched_lanes_stops_cleanly_and_resumes(batched_reference, tmp_path):
+    """SIGINT while both lanes hold their batch: the other lane stops at its next epoch and is
+    joined, the command exits 130 with its one line (no C++ abort from a thread left inside
+    torch), and the same command then finishes the budget with the uninterrupted numbers."""
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "hessian_lr.cli", "compare", "--out", str(out), *BATCHED_ARGS]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not any(t.state == optuna.trial.TrialState.RUNNING for trials in all_trials(out).values() for t in trials):
-        assert proc.poll() is None and time.monotonic() < deadline, "training never started"
-        time.sleep(0.02)
-    time.sleep(0.2)  # inside the batches
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert err.strip() == "hessian-lr: interrupted; run the same command again to resume"
-    finish(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    with Announced(compare_args(out, BATCHED_ARGS), hold=["batch-started *"]) as run:
+        run.wait_for("batch-started *", 2)
+        run.interrupt()
+        finish_interrupted(run)
+    run_ok(compare_args(out, BATCHED_ARGS))
     for trials in all_trials(out).values():
         assert len(completed(trials)) == TRIALS
+    assert comparable(out) == batched_reference
+
+
+def test_ctrl_c_twice_while_waiting_for_the_other_lane(tmp_path):
+    """Two SIGINTs while this thread waits to join the other lane: the second is only counted,
+    the join completes, exit 130 with one line."""
+    out = tmp_path / "run"
+    with Announced(compare_args(out, BATCHED_ARGS), hold=["lanes-joining"]) as run:
+        run.wait_for("lanes-joining")
+        run.interrupt()
+        run.interrupt()
+        finish_interrupted(run)  # the one line, nothing else
+
+
+@pytest.mark.parametrize("event, hold", [
+    ("cli-start", False),  # lands while torch and the registries are imported
+    ("cli-start", True),  # before the first import
+    ("trial-told *#1", True),  # between two trials
+    ("outputs-written *", True),  # everything written, the command not yet returned
+])
+def test_ctrl_c_at_any_moment_is_exit_130_and_one_line(tmp_path, event, hold):
+    out = tmp_path / "run"
+    with Announced(compare_args(out), hold=[event] if hold else []) as run:
+        wait_for_held(run, event)
+        run.interrupt()
+        finish_interrupted(run)
+    if event.startswith("outputs"):
+        assert (out / "results.json").exists()

@@ -1,24 +1,38 @@
 """The ``hessian-lr`` command: parses, validates, calls the library, prints errors as one line.
 
-Bad input (unknown names, out-of-range numbers, unreadable files) ends with exit code 2 and a
-single ``hessian-lr: error: ...`` line on stderr, never a traceback. The CLI holds no logic a
-test would need: every subcommand calls one library function.
+Bad input — a value of the wrong type, out of range or not finite, an unknown name, a place that
+cannot be used, a storage that cannot be reached, a file of the wrong shape — ends with exit code
+2 and a single ``hessian-lr: error: ...`` line on stderr that names the option or the file,
+before anything is created; never a traceback. A run that fails on the way (a full disk, a
+database that went away for good) ends with one such line and exit code 1; Ctrl-C, at any
+moment, with ``hessian-lr: interrupted; ...`` and exit code 130 (:mod:`hessian_lr.interrupts`).
+The CLI holds no logic a test would need: every subcommand calls one library function.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from hessian_lr import events, interrupts
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "console_main"]
 
+EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 PROG = "hessian-lr"
+INTERRUPTED = f"{PROG}: interrupted; run the same command again to resume"
+MAX_SEED = 2**32 - 1  # numpy's seed range
+MAX_THREADS = 1024
+MAX_COUNT = 10**6
+MAX_FIDELITY_LR = 10.0  # Adam's lr; far beyond any that trains, below any that overflows
 
 
 class UsageError(Exception):
@@ -30,24 +44,58 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {text!r}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+_positive_int = _int_in(1, MAX_COUNT)
+_thread_count = _int_in(1, MAX_THREADS)
+
+
+def _float_in(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a finite number in (low, high] — "inf", "nan" and "1e309" (which is inf
+    as a float) are refused, as float() alone would accept them."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or not low < value <= high:
+            raise argparse.ArgumentTypeError(f"expected a finite number in ({low:g}, {high:g}], got {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+_positive_float = _float_in(0.0, sys.float_info.max)
+
+
+def _folder(text: str) -> Path:
+    """An argparse type: a folder path (not empty: Path('') would be the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder path, got an empty string")
+    return Path(text)
 
 
 def _check_out_dir(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
+    """Refuse an output folder that cannot be written, without creating it (the run does)."""
+    from hessian_lr.tuning.storage import folder_problem
+
+    problem = folder_problem(out)
+    if problem:
+        raise UsageError(f"cannot write to output folder {out}: {problem}")
 
 
 # -- compare ----------------------------------------------------------------------------------------
@@ -58,12 +106,12 @@ def _add_protocol_options(parser: argparse.ArgumentParser, defaults: dict[str, s
 
     add = parser.add_argument
     add("--trials", type=_positive_int, help="Optuna trials per optimizer (default: 20)")
-    add("--seed", type=int, help="seed of the sampler, initial weights and batch order (default: 0)")
+    add("--seed", type=_int_in(0, MAX_SEED), help="seed of the sampler, initial weights and batch order (default: 0)")
     add("--optimizers", help=f"comma-separated arms (default: {defaults['optimizers']}); the first is the baseline; "
         f"known names ({', '.join(ARMS)}) or import paths package.module:name of your own Arm or optimizer factory "
         "(params, lr, **hyperparameters)")
-    add("--lr-low", type=float, help="lower end of the log-uniform lr search range (default: 1e-4)")
-    add("--lr-high", type=float, help="upper end of the log-uniform lr search range (default: 1e-1)")
+    add("--lr-low", type=_positive_float, help="lower end of the log-uniform lr search range (default: 1e-4)")
+    add("--lr-high", type=_positive_float, help="upper end of the log-uniform lr search range (default: 1e-1)")
     add("--storage", help="Optuna storage: a journal-file path or an RDB URL such as sqlite:///x.db or "
         "postgresql+psycopg2://user@host:port/db (default: OUT/optuna.journal)")
     add("--space", choices=("default", "wide"), help="search space preset: 'default' = each arm's own space (the "
@@ -76,7 +124,7 @@ def _add_protocol_options(parser: argparse.ArgumentParser, defaults: dict[str, s
         f"optimizers (default: {defaults['seeds']})")
     add("--ablation", action=argparse.BooleanOptionalAction, default=None,
         help=f"also train every optimizer at every other optimizer's tuned lr (default: {defaults['ablation']})")
-    add("--workers", type=int, help="worker processes (default: 0 = automatic: one per optimizer up to the CPU "
+    add("--workers", type=_int_in(0, 256), help="worker processes (default: 0 = automatic: one per optimizer up to the CPU "
         "count; with --batch-trials above 1 one process, whose optimizers train side by side in threads)")
     add("--batch-trials", type=_positive_int, help="train this many models at once with torch.func, for trials "
         "(asked from TPE with constant liar) and final seeds (default: 1 = plain sequential)")
@@ -85,7 +133,7 @@ def _add_protocol_options(parser: argparse.ArgumentParser, defaults: dict[str, s
         "the same lrs as one by one, trained to float tolerance of sequential runs (default: on; "
         "--no-batch-startup with --workers 1 --batch-trials 1 is the plain sequential, bit-reproducible mode)")
     add("--study", help=f"prefix of the Optuna study names, one study per optimizer (default: {defaults['study']})")
-    add("--threads", type=_positive_int, help="intra-op torch threads per process (default: 1, as tiny models "
+    add("--threads", type=_thread_count, help="intra-op torch threads per process (default: 1, as tiny models "
         "are faster and steadier so on a shared machine; a single batched process shares its cores among its "
         "optimizers, each training in its own thread while cores last)")
     add("--config", type=Path, help="TOML file with any of these options by long name, and [space.ARM] tables; "
@@ -97,7 +145,7 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     from hessian_lr.workloads import WORKLOADS
 
     add = parser.add_argument
-    add("--out", type=Path, help="run folder for results.json, trials.csv, comparison.png, report.md and the "
+    add("--out", type=_folder, help="run folder for results.json, trials.csv, comparison.png, report.md and the "
         "Optuna study (default: runs/compare)")
     add("--workload", help=f"workload (default: mnist1d-mlp); known: {', '.join(WORKLOADS)}")
     add("--epochs", type=_positive_int, help="training epochs of every trial and final run (default: the workload's "
@@ -112,7 +160,7 @@ def _add_suite_options(parser: argparse.ArgumentParser) -> None:
     from hessian_lr.workloads import WORKLOADS
 
     add = parser.add_argument
-    add("--out", type=Path, help="suite folder: suite.json, suite.md, suite.html, profiles.png, the shared Optuna "
+    add("--out", type=_folder, help="suite folder: suite.json, suite.md, suite.html, profiles.png, the shared Optuna "
         "journal and one compare run folder per workload (default: runs/suite)")
     add("--workloads", help=f"'all' or comma-separated workloads (default: all = {', '.join(WORKLOADS)}); each "
         "trains for its own default budget")
@@ -148,17 +196,33 @@ def _compare_config(args: argparse.Namespace) -> Any:
     from hessian_lr.config import CompareConfig
 
     config = CompareConfig(**_settings(args, COMPARE_KEYS, {f.name for f in fields(CompareConfig)}))
-    _check_out_dir(config.out)
+    _check_run(config)
     return config
+
+
+def _check_run(config: Any) -> None:
+    """What a compare run needs before anything is created: spaces that fit their arms, a
+    storage that can be used, an output folder that can be written."""
+    from hessian_lr.pipeline.compare import check_spaces
+    from hessian_lr.tuning.storage import check_storage
+
+    _check_out_dir(config.out)
+    check_spaces(config)
+    check_storage(config.storage, config.out)
 
 
 def _suite_config(args: argparse.Namespace) -> Any:
     from dataclasses import fields
 
+    from hessian_lr.pipeline.compare import check_spaces
     from hessian_lr.pipeline.suite import SuiteConfig
+    from hessian_lr.tuning.storage import check_storage
 
     config = SuiteConfig(**_settings(args, SUITE_KEYS, {f.name for f in fields(SuiteConfig)}))
     _check_out_dir(config.out)
+    for workload in config.workloads:
+        check_spaces(config.compare_config(workload))
+    check_storage(config.storage, config.out)
     return config
 
 
@@ -177,6 +241,15 @@ def _freeze_imported_objects() -> None:
         gc.freeze()
 
 
+def _checked(update: Callable[[Any], None]) -> Callable[[Any], None]:
+    """A progress callback that first raises a Ctrl-C Python discarded (see interrupts.check)."""
+    def progress(event: Any) -> None:
+        interrupts.check()
+        update(event)
+
+    return progress
+
+
 def _compare(args: argparse.Namespace) -> None:
     config = _compare_config(args)
     import hessian_lr.report  # noqa: F401 - the outputs' modules, imported now so that the freeze covers them
@@ -185,7 +258,7 @@ def _compare(args: argparse.Namespace) -> None:
 
     _freeze_imported_objects()
     with ProgressDisplay(config, enabled=not args.quiet) as display:
-        results = run_compare(config, progress=display.update)
+        results = run_compare(config, progress=_checked(display.update))
     if not args.quiet:
         print_summary(results, config.out)
 
@@ -198,7 +271,7 @@ def _suite(args: argparse.Namespace) -> None:
 
     _freeze_imported_objects()
     with SuiteProgressDisplay(config, enabled=not args.quiet) as display:
-        run_suite(config, progress=display.update)
+        run_suite(config, progress=_checked(display.update))
     if not args.quiet:
         print(f"suite:  {config.out / 'suite.json'}\nreport: {config.out / 'suite.md'} and {config.out / 'suite.html'}\n"
               f"plot:   {config.out / 'profiles.png'}")
@@ -209,8 +282,11 @@ def _suite(args: argparse.Namespace) -> None:
 def _worker(args: argparse.Namespace) -> None:
     from hessian_lr.pipeline import run_worker
 
+    if not args.study.strip() or "." in args.study:
+        raise UsageError(f"--study must be a non-empty name without '.', got {args.study!r}")
     _freeze_imported_objects()
-    names = run_worker(args.storage, args.study, threads=args.threads)
+    names = run_worker(args.storage, args.study, threads=args.threads,
+                       progress=_checked(lambda event: None))
     print(f"finished: {', '.join(names)}")
 
 
@@ -219,25 +295,44 @@ def _worker(args: argparse.Namespace) -> None:
 def _report(args: argparse.Namespace) -> None:
     from hessian_lr.pipeline.outputs import write_outputs
     from hessian_lr.pipeline.suite import SUITE_FILE, write_suite
-    from hessian_lr.results import Results, read_json
+    from hessian_lr.results import Results, check_results, check_suite
 
+    if not args.run_dir.is_dir():
+        raise UsageError(f"cannot read {args.run_dir}: not a folder (give a run folder holding results.json)")
     suite = args.run_dir / SUITE_FILE
     if suite.exists():
+        data = _read_run_file(suite, "suite")
+        check_suite(data, suite)
         try:
-            write_suite(read_json(suite), args.run_dir)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UsageError(f"{suite} is not a valid suite file: {exc}") from None
+            write_suite(data, args.run_dir)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            raise UsageError(f"{suite} is not a valid suite file: {_reason(exc)}") from None
         print(f"suite report written to {args.run_dir / 'suite.md'}")
         return
     path = args.run_dir / "results.json"
+    data = _read_run_file(path, "results")
+    check_results(data, path)
     try:
-        results = Results.from_dict(read_json(path))
+        results = Results.from_dict(data)
+        write_outputs(results, args.run_dir)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise UsageError(f"{path} is not a valid results file: {_reason(exc)}") from None
+    print(f"report written to {args.run_dir / 'report.md'}")
+
+
+def _reason(exc: BaseException) -> str:
+    return f"missing key {exc}" if isinstance(exc, KeyError) else f"{exc}" or type(exc).__name__
+
+
+def _read_run_file(path: Path, kind: str) -> Any:
+    from hessian_lr.results import read_json
+
+    try:
+        return read_json(path)
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"{path} is not a valid results file: {exc}") from None
-    write_outputs(results, args.run_dir)
-    print(f"report written to {args.run_dir / 'report.md'}")
+    except ValueError as exc:
+        raise UsageError(f"{path} is not a valid {kind} file: not JSON ({exc})") from None
 
 
 # -- fidelity ---------------------------------------------------------------------------------------
@@ -255,11 +350,7 @@ def _fidelity(args: argparse.Namespace) -> None:
 
     if args.workload not in WORKLOADS:
         raise UsageError(f"unknown workload {args.workload!r}; choose from {', '.join(WORKLOADS)}")
-    if not args.lr > 0:
-        raise UsageError(f"--lr must be > 0, got {args.lr}")
     _check_out_dir(args.out)
-    if args.exact_rows is not None and args.exact_rows < 1:
-        raise UsageError(f"--exact-rows must be >= 1, got {args.exact_rows}")
     result = run_fidelity(args.out, workload=args.workload, estimators=estimators, epochs=args.epochs, lr=args.lr,
                           seed=args.seed, exact_on=args.exact_on, exact_rows=args.exact_rows,
                           reference_probes=args.reference_probes, threads=args.threads, plot=not args.no_plot,
@@ -273,8 +364,7 @@ def _fidelity(args: argparse.Namespace) -> None:
 def _dashboard(args: argparse.Namespace) -> None:
     from hessian_lr.dashboard import serve_dashboard
 
-    print(f"serving {args.run_dir} on http://{args.host}:{args.port}/ (Ctrl-C stops)")
-    serve_dashboard(args.run_dir, host=args.host, port=args.port)
+    serve_dashboard(args.run_dir, host=args.host, port=args.port)  # checks the storage and the address first
 
 
 # -- the parser -------------------------------------------------------------------------------------
@@ -312,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--storage", required=True, help="the shared storage URL, e.g. "
                         "postgresql+psycopg2://user@host:5432/hessian_lr")
     worker.add_argument("--study", default="compare", help="the study name prefix given to compare (default: compare)")
-    worker.add_argument("--threads", type=_positive_int, default=1, help="intra-op torch threads (default: 1)")
+    worker.add_argument("--threads", type=_thread_count, default=1, help="intra-op torch threads (default: 1)")
     worker.set_defaults(handler=_worker)
 
     report = commands.add_parser("report", help="rebuild the report from a saved results.json (no training)",
@@ -326,23 +416,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the workload's model with Adam and, at checkpoints, compare every estimator's current "
         "estimate with the exact Hessian diagonal (Spearman, Pearson, log-Pearson, median relative error). "
         "Writes OUT/fidelity.json, OUT/fidelity.md and OUT/fidelity.png.")
-    fidelity.add_argument("--out", type=Path, default=Path("runs/fidelity"), help="output folder (default: runs/fidelity)")
+    fidelity.add_argument("--out", type=_folder, default=Path("runs/fidelity"), help="output folder (default: runs/fidelity)")
     fidelity.add_argument("--workload", default="mnist1d-mlp", help="any workload; its exact diagonal comes by its "
                           "own route: closed form (quadratics), Gauss-Newton identity (piecewise-linear nets), or "
                           "Hessian-vector products (GRU, transformer; time grows with the rows, see --exact-rows); "
                           "estimators that need logits are skipped on regression workloads (default: mnist1d-mlp)")
     fidelity.add_argument("--estimators", help="comma-separated (default: all)")
-    fidelity.add_argument("--epochs", type=_positive_int, help="training epochs (default: the workload's budget)")
-    fidelity.add_argument("--lr", type=float, default=2e-3, help="Adam's lr for the watched run (default: 2e-3)")
-    fidelity.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    fidelity.add_argument("--epochs", type=_int_in(1, 100_000), help="training epochs (default: the workload's budget)")
+    fidelity.add_argument("--lr", type=_float_in(0.0, MAX_FIDELITY_LR), default=2e-3,
+                          help=f"Adam's lr for the watched run, in (0, {MAX_FIDELITY_LR:g}] (default: 2e-3)")
+    fidelity.add_argument("--seed", type=_int_in(0, MAX_SEED), default=0, help="seed (default: 0)")
     fidelity.add_argument("--exact-on", choices=("train", "val"), default="train",
                           help="rows the exact diagonal is computed on (default: train)")
-    fidelity.add_argument("--exact-rows", type=int, help="compute the exact diagonal on the first N rows of that "
+    fidelity.add_argument("--exact-rows", type=_int_in(1, 10**7), help="compute the exact diagonal on the first N rows of that "
                           "split only (default: all; ~15 s per checkpoint for the transformer on all 768 rows, "
                           "~60 s for the GRU on 3,500)")
-    fidelity.add_argument("--reference-probes", type=int, default=100,
+    fidelity.add_argument("--reference-probes", type=_int_in(0, 10_000), default=100,
                           help="Hutchinson/GNB probes of the one-shot reference estimates (default: 100; 0 = none)")
-    fidelity.add_argument("--threads", type=_positive_int, default=1, help="intra-op torch threads (default: 1)")
+    fidelity.add_argument("--threads", type=_thread_count, default=1, help="intra-op torch threads (default: 1)")
     fidelity.add_argument("--no-plot", action="store_true", help="skip fidelity.png")
     fidelity.add_argument("--quiet", action="store_true", help="no progress lines")
     fidelity.set_defaults(handler=_fidelity)
@@ -352,50 +443,129 @@ def build_parser() -> argparse.ArgumentParser:
                                     "'dashboard' extra) on a local address.")
     dashboard.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a compare run folder")
     dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    dashboard.add_argument("--port", type=_positive_int, default=8080, help="port (default: 8080)")
+    dashboard.add_argument("--port", type=_int_in(1, 65535), default=8080, help="port (default: 8080)")
     dashboard.set_defaults(handler=_dashboard)
     return parser
 
 
+def _log_to_stderr() -> None:
+    """Notices of the library (a repaired journal) as ``hessian-lr: warning: ...`` lines."""
+    logger = logging.getLogger("hessian_lr")
+    if not any(getattr(h, "_hessian_lr", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(f"{PROG}: warning: %(message)s"))
+        handler._hessian_lr = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script; returns the exit code."""
-    if _OWN_PROCESS:
-        # No collections while torch and the registries are imported (every object they make
-        # lives as long as the process; the collections they would trigger cost ~0.15 s).
-        gc.disable()
+    """Entry point of the console script; returns the exit code (0, 1 a run that failed, 2 bad
+    input, 130 interrupted), having printed at most one ``hessian-lr: ...`` line for it."""
+    own_handler = not interrupts.installed()
+    interrupts.install()  # main thread only; the console script installed it already
     try:
-        parser = build_parser()
+        return _main(argv)
     finally:
-        if _OWN_PROCESS:
-            _freeze_imported_objects()
-            gc.enable()
+        if own_handler:
+            interrupts.uninstall()
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    message: object = ""
     try:
+        if _OWN_PROCESS:
+            # No collections while torch and the registries are imported (every object they make
+            # lives as long as the process; the collections they would trigger cost ~0.15 s).
+            gc.disable()
+        try:
+            parser = build_parser()
+        finally:
+            if _OWN_PROCESS:
+                _freeze_imported_objects()
+                gc.enable()
+        _log_to_stderr()
         args = parser.parse_args(argv)
         handler: Callable[[argparse.Namespace], None] | None = getattr(args, "handler", None)
         if handler is None:
             parser.print_help()
             return EXIT_USAGE
         handler(args)
-    except (UsageError, ValueError) as exc:
-        print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return EXIT_USAGE
+        code = 0
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    return 0
+        code = EXIT_INTERRUPTED
+    except (UsageError, ValueError) as exc:
+        code, message = EXIT_USAGE, exc
+    except Exception as exc:
+        if not _is_run_failure(exc):
+            raise
+        code, message = EXIT_FAILED, _os_error(exc) if isinstance(exc, OSError) else exc
+    if interrupts.received() or code == EXIT_INTERRUPTED:
+        print(INTERRUPTED, file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if code:
+        print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr)
+    return code
+
+
+def _is_run_failure(exc: BaseException) -> bool:
+    """A run that failed on the way for a reason outside it (one line, exit code 1), not a bug."""
+    if isinstance(exc, OSError):
+        return True
+    from hessian_lr.tuning.storage import JournalWriteError, StorageLost
+
+    return isinstance(exc, (JournalWriteError, StorageLost))
+
+
+def _os_error(exc: OSError) -> str:
+    where = f" {exc.filename}" if exc.filename else ""
+    return f"cannot use{where}: {exc.strerror or exc}"
 
 
 def console_main() -> None:
-    """The ``hessian-lr`` console script: :func:`main`, then a quick exit.
+    """The ``hessian-lr`` console script: Ctrl-C handling from the first moment, :func:`main`,
+    then a quick exit.
 
     Every output is written and closed by the time ``main`` returns; ``gc.freeze()`` spares the
     interpreter's final garbage collection over torch's, optuna's and matplotlib's object graphs
     (~0.4 s of every command, for memory the OS takes back anyway). Not in ``main`` itself, which
-    tests and library users call in a process that goes on."""
+    tests and library users call in a process that goes on. Whatever ends the command, what
+    :mod:`hessian_lr.interrupts` still holds (lanes to join, workers to end) is done with SIGINT
+    only counted, and a SIGINT that came at any point makes the exit code 130."""
     global _OWN_PROCESS
     _OWN_PROCESS = True
-    code = main()
-    gc.freeze()
+    code = EXIT_INTERRUPTED
+    reported = False
+    try:
+        interrupts.install()
+        events.announce("cli-start")
+        code = main()
+        reported = code == EXIT_INTERRUPTED or bool(interrupts.received())
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    while True:  # at most one KeyboardInterrupt is ever raised: a second pass cannot be cut short
+        try:
+            interrupts.quiet()
+            interrupts.run_cleanups()
+            if interrupts.received():
+                code = EXIT_INTERRUPTED
+            if code == EXIT_INTERRUPTED and not reported:
+                reported = True
+                print(INTERRUPTED, file=sys.stderr)
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            gc.freeze()
+            break
+        except KeyboardInterrupt:
+            code = EXIT_INTERRUPTED
     sys.exit(code)
 
 

@@ -8,11 +8,13 @@ journal path — relative paths are tried from the current folder, then from DIR
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
-__all__ = ["resolve_storage", "open_storage", "build_app", "serve_dashboard"]
+__all__ = ["resolve_storage", "open_storage", "build_app", "serve_dashboard", "check_address"]
 
 INSTALL_HINT = "optuna-dashboard is not installed: pip install 'hessian-lr[dashboard]'"
 
@@ -24,9 +26,12 @@ def resolve_storage(run_dir: Path) -> str:
     config_path = run_dir / "config.json"
     if config_path.exists():
         try:
-            spec = json.loads(config_path.read_text(encoding="utf-8")).get("storage")
+            config = json.loads(config_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot read {config_path}: {exc}") from None
+        spec = config.get("storage") if isinstance(config, dict) else None
+        if spec is not None and (not isinstance(spec, str) or not spec.strip()):
+            raise ValueError(f"{config_path} is not a run's config: storage must be a path or a URL, got {spec!r}")
     if spec and "://" in spec:
         return spec
     candidates = [Path(spec), run_dir / spec] if spec else [run_dir / "optuna.journal"]
@@ -46,14 +51,32 @@ def _optuna_dashboard() -> Any:
 
 
 def open_storage(spec: str) -> Any:
-    """An Optuna storage object for ``spec`` (journal files need one; URLs are opened by Optuna)."""
-    import optuna
+    """An Optuna storage object for ``spec``, checked first (a storage that cannot be reached or
+    used is a ValueError naming it)."""
+    from hessian_lr.tuning.storage import check_storage, storage_for
 
-    if "://" in spec:
-        return optuna.storages.RDBStorage(spec)
-    from hessian_lr.tuning.study import journal_storage
+    check_storage(spec, Path("."), must_exist=True)
+    return storage_for(spec, Path("."))
 
-    return journal_storage(spec)
+
+def check_address(host: str, port: int) -> None:
+    """Refuse, before anything starts, an address the dashboard could not listen on: a port out
+    of range, one in use, a host name that does not resolve to this machine."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"--port must be an integer in [1, 65535], got {port!r}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ValueError(f"--host {host!r} does not resolve: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the dashboard's server does
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+                             + (" (another program uses that port; choose another with --port)"
+                                if exc.errno == errno.EADDRINUSE else "")) from None
 
 
 def build_app(run_dir: Path) -> Any:
@@ -66,5 +89,9 @@ def serve_dashboard(run_dir: Path, host: str = "127.0.0.1", port: int = 8080) ->
     """Serve the run's studies at ``http://host:port/`` until interrupted (Ctrl-C)."""
     dashboard = _optuna_dashboard()
     storage = open_storage(resolve_storage(run_dir))
+    check_address(host, port)
     print(f"optuna-dashboard for {run_dir} at http://{host}:{port}/ (Ctrl-C to stop)")
-    dashboard.run_server(storage, host=host, port=port)
+    try:
+        dashboard.run_server(storage, host=host, port=port)
+    except OSError as exc:  # the port was taken between the check and the server's bind
+        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

@@ -34,7 +34,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrialRecord", "ArmResults", "Results", "atomic_write_text", "atomic_write_bytes", "write_json", "read_json", "versions"]
+__all__ = ["TrialRecord", "ArmResults", "Results", "atomic_write_text", "atomic_write_bytes", "write_json", "read_json",
+           "versions", "check_results", "check_suite"]
 
 SCHEMA_VERSION = 2
 
@@ -108,6 +109,122 @@ class Results:
         }
         return cls(config=data["config"], versions=data["versions"], optimizers=optimizers,
                    extra={k: v for k, v in data.items() if k not in known})
+
+
+# -- the shape of results.json and suite.json, checked before a report is built from one ---------------
+
+class _Shape:
+    """Checks one file's data against the schema; the first mismatch is a ValueError that names
+    the file, the key path and what was expected."""
+
+    def __init__(self, path: Path | str, kind: str) -> None:
+        self.path, self.kind = path, kind
+
+    def fail(self, where: str, what: str, value: Any) -> None:
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise ValueError(f"{self.path} is not a valid {self.kind} file: {where} must be {what}, got {shown}")
+
+    def table(self, value: Any, where: str, keys: tuple[str, ...] = ()) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            self.fail(where, "a table (JSON object)", value)
+        for key in keys:
+            if key not in value:
+                self.fail(f"{where}.{key}" if where else key, "present", "nothing")
+        return value
+
+    def number(self, value: Any, where: str, *, optional: bool = False) -> None:
+        if value is None and optional:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            self.fail(where, "a number" + (" or null" if optional else ""), value)
+
+    def integer(self, value: Any, where: str, low: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            self.fail(where, f"an integer >= {low}", value)
+        return value
+
+    def text(self, value: Any, where: str) -> None:
+        if not isinstance(value, str):
+            self.fail(where, "a string", value)
+
+    def items(self, value: Any, where: str, *, nonempty: bool = False) -> list[Any]:
+        if not isinstance(value, list) or (nonempty and not value):
+            self.fail(where, "a non-empty list" if nonempty else "a list", value)
+        return value
+
+    def curve(self, value: Any, where: str, length: int) -> None:
+        for i, point in enumerate(self.items(value, where, nonempty=True)):
+            self.number(point, f"{where}[{i}]", optional=True)
+        if len(value) > length:  # a diverged run's curve ends where it diverged
+            self.fail(where, f"at most {length} values (epoch 0 to config.epochs)", f"{len(value)} values")
+
+    def run(self, value: Any, where: str, epochs: int) -> None:
+        run = self.table(value, where, ("val_loss_curve",))
+        self.curve(run["val_loss_curve"], f"{where}.val_loss_curve", epochs + 1)
+        for key in ("val_loss", "test_loss", "test_accuracy"):
+            if key in run:
+                self.number(run[key], f"{where}.{key}", optional=True)
+        if "wall_s" in run:
+            self.number(run["wall_s"], f"{where}.wall_s")
+
+    def results(self, data: Any, prefix: str = "") -> None:
+        at = (lambda key: f"{prefix}{key}")
+        top = self.table(data, prefix.rstrip("."), ("config", "versions", "optimizers"))
+        config = self.table(top["config"], at("config"), ("workload", "epochs", "seed"))
+        self.text(config["workload"], at("config.workload"))
+        epochs = self.integer(config["epochs"], at("config.epochs"), 1)
+        self.integer(config["seed"], at("config.seed"), 0)
+        versions = self.table(top["versions"], at("versions"))
+        for name, version in versions.items():
+            if version is not None:
+                self.text(version, at(f"versions.{name}"))
+        arms = self.table(top["optimizers"], at("optimizers"))
+        if not arms:
+            self.fail(at("optimizers"), "a table of at least one arm", arms)
+        for name, arm in arms.items():
+            where = at(f"optimizers.{name}")
+            self.table(arm, where, ("best_lr", "best_value", "trials", "final"))
+            self.number(arm["best_lr"], f"{where}.best_lr", optional=True)
+            self.number(arm["best_value"], f"{where}.best_value")
+            for i, trial in enumerate(self.items(arm["trials"], f"{where}.trials")):
+                t = self.table(trial, f"{where}.trials[{i}]", ("number", "lr", "value", "state"))
+                self.integer(t["number"], f"{where}.trials[{i}].number", 0)
+                self.number(t["lr"], f"{where}.trials[{i}].lr", optional=True)
+                self.number(t["value"], f"{where}.trials[{i}].value", optional=True)
+                self.text(t["state"], f"{where}.trials[{i}].state")
+                for key, kind in (("params", dict), ("study", int)):
+                    if key in t and (not isinstance(t[key], kind) or isinstance(t[key], bool)):
+                        self.fail(f"{where}.trials[{i}].{key}", "a table" if kind is dict else "an integer", t[key])
+            self.run(arm["final"], f"{where}.final", epochs)
+            for i, seed in enumerate(self.items(arm["final"].get("seeds", [arm["final"]]), f"{where}.final.seeds",
+                                                nonempty=True)):
+                self.run(seed, f"{where}.final.seeds[{i}]", epochs)
+            for key in ("best_params", "space", "source"):
+                if key in arm and arm[key] is not None:
+                    self.table(arm[key], f"{where}.{key}")
+
+
+def check_results(data: Any, path: Path | str = "results.json") -> None:
+    """Refuse data that is not a results.json as the pipeline writes it (the keys and types the
+    report reads): a ValueError naming ``path``, the key and what it must be."""
+    _Shape(path, "results").results(data)
+
+
+def check_suite(data: Any, path: Path | str = "suite.json") -> None:
+    """Refuse data that is not a suite.json: its config, versions, and a results table per workload."""
+    shape = _Shape(path, "suite")
+    top = shape.table(data, "", ("config", "versions", "workloads"))
+    shape.table(top["config"], "config")
+    shape.table(top["versions"], "versions")
+    workloads = shape.table(top["workloads"], "workloads")
+    if not workloads:
+        shape.fail("workloads", "a table of at least one workload", workloads)
+    for name, results in workloads.items():
+        shape.results(results, f"workloads.{name}.")
+    if "fidelity" in top:
+        for name, fidelity in shape.table(top["fidelity"], "fidelity").items():
+            shape.table(fidelity, f"fidelity.{name}")
 
 
 def _json_safe(value: Any) -> Any:

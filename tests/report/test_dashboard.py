@@ -10,11 +10,12 @@ import wsgiref.util
 import optuna
 import pytest
 
-from hessian_lr.dashboard import build_app, open_storage, resolve_storage, serve_dashboard
+from hessian_lr.dashboard import build_app, resolve_storage, serve_dashboard
+from hessian_lr.tuning.storage import journal_storage
 
 
 def _journal_with_a_study(path):
-    study = optuna.create_study(study_name="mnist1d-mlp.adam.x", storage=open_storage(str(path)))
+    study = optuna.create_study(study_name="mnist1d-mlp.adam.x", storage=journal_storage(path))
     study.optimize(lambda t: t.suggest_float("lr", 1e-4, 1e-1, log=True), n_trials=2)
 
 

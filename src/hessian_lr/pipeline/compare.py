@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from hessian_lr import events
 from hessian_lr.arms import Arm, check_space, get_arm, provenance
 from hessian_lr.config import CompareConfig
 from hessian_lr.pipeline.execution import Progress, ProgressEvent, executor, no_progress
@@ -28,7 +29,8 @@ from hessian_lr.results import ArmResults, Results, TrialRecord, versions
 from hessian_lr.training import Run, initial_model, train
 from hessian_lr.tuning import finished_trials, open_study, run_study, storage_for
 from hessian_lr.tuning.space import Float, assemble_hyperparameters
-from hessian_lr.tuning.study import requeue_running, trial_point
+from hessian_lr.tuning.storage import check_storage
+from hessian_lr.tuning.study import owner_identity, trial_point
 from hessian_lr.workloads import get_workload
 
 __all__ = ["run_compare", "run_worker", "study_name", "TuneTask", "FinalsTask", "plan_final_runs", "check_spaces",
@@ -75,22 +77,29 @@ class FinalsTask:
 
 
 def tune_arm(config: CompareConfig, arm_name: str, study_index: int = 0, *, owns_study: bool = True,
-             progress: Progress = no_progress) -> None:
-    """Run study ``study_index`` of ``arm_name`` until ``config.trials`` trials have finished."""
+             progress: Progress = no_progress, worker: bool = False) -> None:
+    """Run study ``study_index`` of ``arm_name`` until ``config.trials`` trials have finished.
+    The trials this creates are owned by this process (and, unless ``worker``, by the run folder
+    ``config.out``): see :mod:`hessian_lr.tuning.study`."""
     arm, workload = get_arm(arm_name), get_workload(config.workload)
     space = config.arm_spaces[arm_name]
     study = _open(config, arm_name, study_index)
+
+    def epoch(count: int) -> None:
+        events.announce("epoch", arm_name)
+        progress(ProgressEvent(arm_name, "epoch", count=count))
 
     def objective(points: Sequence[dict]) -> list[tuple[float | None, dict]]:
         # The study hands over the trials that may train together (a batch, or TPE's start-up).
         runs = [Run(_hyperparameters(arm, point), config.seed) for point in points]
         results = train(workload, arm, runs, epochs=config.epochs, evaluate_test=False, batch=len(runs) > 1,
-                        progress=lambda count: progress(ProgressEvent(arm_name, "epoch", count=count)))
+                        progress=epoch)
         return [(r.val_loss, {"val_loss_curve": r.val_loss_curve, "wall_s": r.wall_s}) for r in results]
 
     run_study(study, objective, n_trials=config.trials, space=space, seed=config.study_seed(study_index),
               batch_size=config.batch_trials, batch_startup=config.batch_startup, resume_running=owns_study,
-              on_trial=lambda number, point, value: progress(ProgressEvent(arm_name, "trial", number, value)))
+              on_trial=lambda number, point, value: progress(ProgressEvent(arm_name, "trial", number, value)),
+              owner=owner_identity(None if worker else config.out.resolve()))
 
 
 def _trial_records(config: CompareConfig, arm: str, study_index: int) -> list[TrialRecord]:
@@ -107,7 +116,7 @@ def _trial_records(config: CompareConfig, arm: str, study_index: int) -> list[Tr
 def _best(trials: list[TrialRecord], arm: str) -> TrialRecord:
     completed = [t for t in trials if t.state == "COMPLETE" and t.value is not None]
     if not completed:
-        raise RuntimeError(f"every trial of {arm} diverged; narrow its search space (e.g. --lr-high)")
+        raise ValueError(f"all {len(trials)} trials of {arm} diverged; narrow its search space (e.g. --lr-high)")
     return min(completed, key=lambda t: (t.value, t.number))
 
 
@@ -154,6 +163,7 @@ def train_finals(task: FinalsTask, progress: Progress = no_progress) -> None:
                                                                                              count=count)))
         for run, result in zip(chunk, results):
             store.save(run, result.to_dict())
+            events.announce("final-saved", run.key)
 
 
 def _study_finals(config: CompareConfig, arm: str, study_index: int) -> list[FinalRun]:
@@ -181,17 +191,16 @@ def check_spaces(config: CompareConfig) -> None:
 
 
 def _stage_one_tasks(config: CompareConfig) -> list[TuneTask]:
-    """Spread the workers over the studies. A study with one process re-evaluates its own
-    interrupted trials (deterministic resume); shared journal studies get them re-queued first;
-    RDB studies recover them through heartbeats."""
+    """Spread the workers over the studies. A study with one process owns it: its resume is
+    deterministic and it may batch the start-up trials. Interrupted trials are taken over by
+    whichever process finds their owner dead (journal storages) or failed by heartbeat and queued
+    again (database storages): see :mod:`hessian_lr.tuning.study`."""
     studies = [(arm, index) for arm in config.optimizers for index in range(config.studies)]
     workers = max(config.workers, len(studies))
     shared_rdb = bool(config.storage and "://" in config.storage)
     tasks = []
     for position, (arm, index) in enumerate(studies):
         processes = workers // len(studies) + (position < workers % len(studies))
-        if processes > 1 and not shared_rdb:
-            requeue_running(_open(config, arm, index))
         owns = processes == 1 and not shared_rdb
         tasks += [TuneTask(config, arm, index, owns, worker == 0) for worker in range(processes)]
     # Longest first: this process takes the first task and has no start-up cost of its own.
@@ -204,6 +213,7 @@ def run_compare(config: CompareConfig, progress: Progress = no_progress) -> Resu
 
     store = RunStore(config.out)
     check_spaces(config)
+    check_storage(config.storage, config.out)  # before anything is created
     with store.exclusive():
         store.write_config(config.to_dict())
         for arm in config.optimizers:  # storage schema and studies made once, before workers race for them
@@ -219,6 +229,7 @@ def run_compare(config: CompareConfig, progress: Progress = no_progress) -> Resu
             run_all(train_finals, [FinalsTask(config, arm, tuple(runs)) for arm, runs in ablation.items() if runs])
         results = assemble_results(config, store, trials, best, plan)
         write_outputs(results, config.out)
+        events.announce("outputs-written", config.out)
     return results
 
 
@@ -266,6 +277,7 @@ def run_worker(storage: str, study: str, threads: int = 1, progress: Progress = 
     import optuna
 
     torch.set_num_threads(threads)
+    check_storage(storage, Path("."), must_exist=True)
     backend = storage_for(storage, Path("."))
     names = [s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)
              if s.study_name == study or s.study_name.startswith(f"{study}.")]
@@ -275,6 +287,10 @@ def run_worker(storage: str, study: str, threads: int = 1, progress: Progress = 
         attrs = optuna.load_study(study_name=name, storage=backend).user_attrs
         if "config" not in attrs or "arm" not in attrs:
             raise ValueError(f"study {name!r} was not made by hessian-lr compare")
-        config = CompareConfig(**{**attrs["config"], "storage": storage})
-        tune_arm(config, attrs["arm"], int(attrs.get("study_index", 0)), owns_study=False, progress=progress)
+        try:
+            config = CompareConfig(**{**attrs["config"], "storage": storage})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"study {name!r} cannot be joined by this version of hessian-lr: {exc}") from None
+        tune_arm(config, attrs["arm"], int(attrs.get("study_index", 0)), owns_study=False, progress=progress,
+                 worker=True)
     return sorted(names)

@@ -14,6 +14,7 @@ on a queue that a relay thread of this process drains into the caller's callback
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
+
+from hessian_lr import events, interrupts
 
 __all__ = ["ProgressEvent", "Progress", "no_progress", "executor", "in_lanes", "Runner"]
 
@@ -52,6 +55,9 @@ _worker_progress: Progress = no_progress
 
 def _init_worker(queue: Any, threads: int) -> None:
     global _worker_progress
+    # Ctrl-C is the launching process's to handle: it ends the workers (their unfinished trials
+    # are resumed by the next run). They start with SIGINT blocked (see _spawning) and ignore it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     _worker_progress = queue.put
 
@@ -70,8 +76,10 @@ def in_lanes(lanes: int, fn: Callable[[Task, Progress], Any], tasks: Sequence[Ta
     ``lanes - 1`` more take the tasks in order.
 
     When a task fails, or this thread is interrupted (Ctrl-C), the other lanes stop at their
-    next progress report (every epoch) and are joined before the error is raised: no thread is
-    left inside torch while the interpreter exits, and everything finished is kept."""
+    next progress report (every epoch) and are joined before the error is raised — with SIGINT
+    deferred while they are joined, and again by :func:`hessian_lr.interrupts.run_cleanups` if
+    the command ends first — so no thread is ever left inside torch while the interpreter exits,
+    and everything finished is kept."""
     if lanes <= 1 or len(tasks) <= 1:
         return [fn(task, progress) for task in tasks]
     results: list[Any] = [None] * len(tasks)
@@ -83,6 +91,7 @@ def in_lanes(lanes: int, fn: Callable[[Task, Progress], Any], tasks: Sequence[Ta
     def checked(event: ProgressEvent) -> None:
         if stop.is_set():
             raise _LanesStopped
+        interrupts.check()
         progress(event)
 
     def lane() -> None:
@@ -97,22 +106,39 @@ def in_lanes(lanes: int, fn: Callable[[Task, Progress], Any], tasks: Sequence[Ta
                 return
             except BaseException as exc:  # noqa: BLE001 - raised by the calling thread below
                 errors[index] = exc
-                stop.set()
+                stop_all()
                 return
 
-    others = [threading.Thread(target=lane, daemon=True, name=f"hessian-lr-lane-{i + 1}")
+    def stop_all() -> None:
+        stop.set()
+        events.release_all()  # a lane held at an announced event goes on to its next report
+
+    # Not daemons: a thread still in torch when the interpreter finalizes aborts it (exit -6);
+    # the interpreter waits for these, and every path below stops them first.
+    others = [threading.Thread(target=lane, name=f"hessian-lr-lane-{i + 1}")
               for i in range(min(lanes, len(tasks)) - 1)]
-    for thread in others:
-        thread.start()
+
+    def stop_and_join() -> None:
+        stop_all()
+        for thread in others:
+            if thread.is_alive():
+                thread.join()
+
+    token = interrupts.register_cleanup(stop_and_join)
     try:
+        with interrupts.deferred():
+            for thread in others:
+                thread.start()
         lane()
+        events.announce("lanes-joining")
         for thread in others:
             thread.join()
     except BaseException:
-        stop.set()
-        for thread in others:
-            thread.join()
+        with interrupts.deferred():
+            stop_and_join()
         raise
+    finally:
+        interrupts.unregister_cleanup(token)
     if errors:
         raise errors[min(errors)]
     return results
@@ -142,18 +168,52 @@ def executor(workers: int, threads: int, lanes: int, progress: Progress) -> Iter
     listener.start()
     pool = ProcessPoolExecutor(helpers, mp_context=ctx, initializer=_init_worker, initargs=(queue, threads))
 
+    def end_workers() -> None:
+        """Stop the workers now (an error or Ctrl-C here): their RUNNING trials stay in the
+        storage, owned by a dead process, for the next run to take over."""
+        processes = list((getattr(pool, "_processes", None) or {}).values()) or mp.active_children()
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(timeout=10)
+
     def run(fn: Callable[[Any, Progress], Any], tasks: Sequence[Any]) -> list[Any]:
         if not tasks:
             return []
-        futures = [pool.submit(_in_worker, fn, task) for task in tasks[1:]]
+        with interrupts.deferred(), _spawning():
+            futures = [pool.submit(_in_worker, fn, task) for task in tasks[1:]]
         first = fn(tasks[0], progress)
         return [first, *(future.result() for future in futures)]
 
+    token = interrupts.register_cleanup(end_workers)
     try:
         yield run
+    except BaseException:
+        with interrupts.deferred():
+            end_workers()
+        raise
     finally:
-        # Don't wait for the workers to exit (torch's teardown takes ~1 s): outputs come first.
-        pool.shutdown(wait=False, cancel_futures=True)
-        queue.put(None)
-        listener.join(timeout=5)
-        torch.set_num_threads(previous_threads)
+        with interrupts.deferred():
+            # Don't wait for the workers to exit (torch's teardown takes ~1 s): outputs come first.
+            pool.shutdown(wait=False, cancel_futures=True)
+            queue.put(None)
+            listener.join(timeout=5)
+            torch.set_num_threads(previous_threads)
+        interrupts.unregister_cleanup(token)
+
+
+@contextmanager
+def _spawning() -> Iterator[None]:
+    """SIGINT blocked in this thread while worker processes are started: a child inherits the
+    mask through fork and exec, so a Ctrl-C at the terminal (sent to the whole process group)
+    never reaches a worker — not even before its initializer runs. This process still gets it
+    (another thread takes it, or it waits until the mask is lifted)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

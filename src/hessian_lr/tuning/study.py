@@ -3,135 +3,129 @@
 A study tunes the dimensions of a :class:`~hessian_lr.tuning.space.SearchSpace`: each trial's
 ``params`` hold a point of it (fixed dimensions are not sampled; the objective adds them).
 
-Determinism: before each ``ask`` the study gets a fresh ``TPESampler`` seeded from
-``(seed, number of finished trials)``. TPE is otherwise a function of the trial history, so a
-study interrupted and resumed proposes the same points as one run straight through
-(in sequential mode: one process per study, one trial at a time).
+Determinism: a trial's parameters are drawn by a fresh ``TPESampler`` seeded from ``(seed, the
+trial's position)``, its position being the number of trials before it that count or are still
+running. TPE is otherwise a function of the trial history, so a study interrupted and resumed
+proposes the same points as one run straight through (in sequential mode: one process per
+study, one trial at a time); and processes sharing a study never draw the same start-up point
+twice (each new trial counts the running ones before it).
 
-Interrupted trials:
-- one process owns the study (``resume_running=True``): a trial left RUNNING by a killed run is
-  re-evaluated with its own parameters and told under its own number (a run killed inside
-  ``ask`` leaves one without all its parameters: they are drawn as ``ask`` was drawing them). Batches: a kill
-  while a batch trains retrains the same batch; a kill while its trials are asked or told
-  retrains the unfinished ones as a smaller batch (float tolerance, budget unchanged);
-- workers share the study through an RDB storage: each trial sends heartbeats; a trial whose
-  worker died is failed after the grace period and re-queued (``RetryFailedTrialCallback``);
-- workers share a journal file on one machine: the launching process (which holds the run
-  folder's lock) re-queues RUNNING trials before starting them (:func:`requeue_running`).
+Ownership: every trial records its owner (host, process, run folder) in the user attribute
+``owner`` from its first storage write. A RUNNING trial is only ever re-evaluated once its owner
+is known to be dead — a process of this host that no longer exists — and then by exactly one
+process (the claim is made under a host-wide lock): a second run sharing the storage never
+touches a trial that another live run is training.
 
-Journal files are locked with ``fcntl.flock`` (:class:`KernelJournalLock`), which dies with its
-process: a killed run never leaves a stale lock for the next one to wait out.
+Interrupted trials (journal storages):
+- a trial left RUNNING by a killed process is re-evaluated with its own parameters and told
+  under its own number; one killed inside ``ask`` (no parameters yet) gets them drawn as
+  ``ask`` was drawing them; one with only some of them is closed as an uncounted FAIL and the
+  next ``ask`` draws the same point again. Batches: a kill while a batch trains retrains the same
+  batch; a kill while its trials are asked or told retrains the unfinished ones as a smaller
+  batch (float tolerance, budget unchanged);
+- database storages: each trial sends heartbeats from its creation; a trial whose worker died is
+  failed after the grace period and queued again (Optuna's retry callback), whichever host it ran on.
 
 Budget: exactly ``n_trials`` trials count (completed, or failed because training diverged).
-Workers asking concurrently can overshoot; a trial asked beyond the budget is closed at once as
-FAIL marked ``surplus`` (never trained, never counted).
+A trial asked beyond the budget (its position is ``n_trials`` or more: processes asking at once)
+is closed at once as FAIL marked ``surplus`` (never trained, never counted).
+
+Optuna's private parts are used only through :mod:`hessian_lr.tuning.optuna_api`.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import math
 import os
+import socket
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from hessian_lr import events
+from hessian_lr.tuning import optuna_api as api
 from hessian_lr.tuning.space import SearchSpace
+from hessian_lr.tuning.storage import (GRACE_S, HEARTBEAT_S, KernelJournalLock, StorageError, StorageLost,  # noqa: F401
+                                       check_storage, journal_storage, storage_for)
 
-__all__ = ["storage_for", "journal_storage", "KernelJournalLock", "open_study", "run_study", "finished_trials",
-           "requeue_running", "trial_point"]
+__all__ = ["storage_for", "journal_storage", "check_storage", "KernelJournalLock", "open_study", "run_study",
+           "finished_trials", "trial_point", "owner_identity", "StorageError", "StorageLost"]
 
 DIVERGED_ATTR = "diverged"
 SURPLUS_ATTR = "surplus"
-# How often a running trial reports to an RDB storage, and how long silence means a dead worker.
-HEARTBEAT_S = int(os.environ.get("HESSIAN_LR_HEARTBEAT_S", 5))
-GRACE_S = int(os.environ.get("HESSIAN_LR_GRACE_S", 20))
+OWNER_ATTR = "owner"
 POLL_S = 1.0
 STARTUP_TRIALS = 10  # TPE's random start-up trials (Optuna's default)
+HOST = socket.gethostname()
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+api.quiet_optuna()
 
 # objective(points) -> one (value or None, user attributes) per point of the space (the sampled
 # dimensions and the fixed ones); None marks a diverged run.
 BatchObjective = Callable[[Sequence[dict]], list[tuple[float | None, dict]]]
 
-
-def storage_for(spec: str | None, out: Path) -> BaseStorage:
-    """An Optuna storage: ``None`` -> journal file ``out/optuna.journal``; a URL with ``://``
-    (``sqlite:///...``, ``postgresql+psycopg2://...``) -> RDB storage with heartbeats, so trials of
-    dead workers are detected and retried; anything else -> a journal file at that path."""
-    if spec and "://" in spec:
-        import sqlalchemy.exc
-
-        for attempt in range(3):
-            try:
-                return optuna.storages.RDBStorage(
-                    spec,
-                    heartbeat_interval=HEARTBEAT_S,
-                    grace_period=GRACE_S,
-                    failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3),
-                )
-            except sqlalchemy.exc.IntegrityError:  # another process created the schema at the same moment
-                if attempt == 2:
-                    raise
-                time.sleep(0.5)
-    path = Path(spec) if spec else out / "optuna.journal"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return journal_storage(path)
+_live_tokens: set[str] = set()  # run_study calls of this process now running
 
 
-class KernelJournalLock:
-    """The journal's write lock as ``fcntl.flock`` on ``<journal>.flock`` (Optuna's journal lock
-    interface: ``acquire``/``release``, as ``JournalFileBackend(lock_obj=...)`` takes it).
+def owner_identity(run: str | Path | None = None) -> dict[str, Any]:
+    """Who owns the trials a :func:`run_study` call creates: this host and process, a token of
+    the call, and the run folder (for people reading the study)."""
+    return {"host": HOST, "pid": os.getpid(), "token": uuid.uuid4().hex, "run": None if run is None else str(run)}
 
-    The kernel drops a flock when its process dies, so a run killed with SIGKILL in the middle of
-    a write never leaves a stale lock behind. (Optuna's default lock is a symlink, made for NFSv2;
-    a killed holder leaves it, and the next run waits out a 30 s grace period before breaking
-    it.) Every process and thread of hessian-lr that writes a journal uses this lock; an Optuna
-    program of your own writing the same journal at the same time must pass it too
-    (``JournalFileBackend(path, lock_obj=KernelJournalLock(path))``).
-    """
 
-    def __init__(self, journal_path: str) -> None:
-        self.path = journal_path + ".flock"
-        self._held = threading.local()  # the descriptor a thread holds the lock through
-
-    def acquire(self) -> bool:
-        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._held.fd = fd
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    try:  # a zombie (dead, not yet reaped) is dead
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except (OSError, IndexError):
         return True
 
-    def release(self) -> None:
-        fd = getattr(self._held, "fd", None)
-        if fd is None:
-            raise RuntimeError("Error: did not possess lock")
-        self._held.fd = None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+
+def _owner_alive(owner: Any) -> bool:
+    """Whether a trial's owner may still be working on it. Owners on other hosts are assumed alive
+    (heartbeats decide for database storages); a trial without an owner is an orphan."""
+    if not isinstance(owner, dict):
+        return False
+    if owner.get("host") != HOST:
+        return True
+    if owner.get("pid") == os.getpid():
+        return owner.get("token") in _live_tokens
+    return _pid_alive(owner.get("pid"))
 
 
-def journal_storage(path: Path | str) -> optuna.storages.JournalStorage:
-    """An Optuna journal-file storage at ``path`` locked with :class:`KernelJournalLock`."""
-    from optuna.storages.journal import JournalFileBackend
+@contextmanager
+def _claim_lock(study: optuna.Study) -> Iterator[None]:
+    """A host-wide lock per study name, under which orphans are claimed (one claimer each)."""
+    digest = hashlib.sha256(study.study_name.encode()).hexdigest()[:20]
+    path = Path(tempfile.gettempdir()) / f"hessian-lr-claim-{digest}.lock"
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=KernelJournalLock(str(path))))
 
-
-def open_study(storage: BaseStorage, name: str, fingerprint: str, attrs: dict | None = None) -> optuna.Study:
+def open_study(storage: Any, name: str, fingerprint: str, attrs: dict | None = None) -> optuna.Study:
     """Create or load study ``name``; refuse one made under a different configuration.
 
     ``attrs`` (e.g. the run's configuration, so remote workers can join) are stored once.
@@ -153,39 +147,41 @@ def _counts(trial: FrozenTrial) -> bool:
     )
 
 
+def _live(trial: FrozenTrial) -> bool:
+    return trial.state in (TrialState.RUNNING, TrialState.WAITING)
+
+
 def finished_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Trials that count towards the budget, in trial-number order: completed ones and diverged
     failures (a trial of a dead worker, or a surplus one, is FAIL without the mark)."""
     return [t for t in study.get_trials(deepcopy=False) if _counts(t)]
 
 
-def requeue_running(study: optuna.Study) -> int:
-    """Fail every RUNNING trial and queue its parameters again; only for a caller that knows no
-    worker is alive (it holds the run folder's lock). Returns how many were re-queued."""
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for trial in running:
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
-    return len(running)
+def _position(trials: Sequence[FrozenTrial], number: int) -> int:
+    """The sampler position of trial ``number``: trials before it that count or still run."""
+    return sum(1 for t in trials if t.number < number and (_counts(t) or _live(t)))
 
 
 @contextmanager
 def _heartbeats(study: optuna.Study, trials: Sequence[optuna.Trial]) -> Iterator[None]:
-    """Record heartbeats for ``trials`` while they train (RDB storages only)."""
-    storage = study._storage
-    if not hasattr(storage, "record_heartbeat") or not optuna.storages._heartbeat.is_heartbeat_enabled(storage):
+    """Record heartbeats for ``trials`` while they train (database storages only)."""
+    storage = api.storage_of(study)
+    if not api.heartbeat_enabled(storage):
         yield
         return
     stop = threading.Event()
 
     def beat() -> None:
         while True:
-            for trial in trials:
-                storage.record_heartbeat(trial._trial_id)
+            try:
+                for trial in trials:
+                    api.record_heartbeat(storage, api.trial_id(trial))
+            except Exception:  # noqa: BLE001 - the database is gone: the trial's own tell reports it
+                return
             if stop.wait(HEARTBEAT_S):
                 return
 
-    thread = threading.Thread(target=beat, daemon=True)
+    thread = threading.Thread(target=beat, daemon=True, name="hessian-lr-heartbeat")
     thread.start()
     try:
         yield
@@ -194,14 +190,20 @@ def _heartbeats(study: optuna.Study, trials: Sequence[optuna.Trial]) -> Iterator
         thread.join()
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None, attrs: dict) -> None:
-    for key, attr in attrs.items():
-        trial.set_user_attr(key, attr)
-    if value is None or not math.isfinite(value):
-        trial.set_user_attr(DIVERGED_ATTR, True)
-        study.tell(trial, state=TrialState.FAIL)
-    else:
-        study.tell(trial, value)
+def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None, attrs: dict) -> bool:
+    """Record the outcome; False if the trial was finished elsewhere meanwhile (a database
+    storage failed it as stale: its retry will be trained by whoever takes it)."""
+    try:
+        for key, attr in attrs.items():
+            trial.set_user_attr(key, attr)
+        if value is None or not math.isfinite(value):
+            trial.set_user_attr(DIVERGED_ATTR, True)
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    return True
 
 
 def trial_point(trial: FrozenTrial | optuna.Trial, space: SearchSpace) -> dict:
@@ -212,74 +214,15 @@ def trial_point(trial: FrozenTrial | optuna.Trial, space: SearchSpace) -> dict:
 def _evaluate(study: optuna.Study, trials: list[optuna.Trial], objective: BatchObjective, space: SearchSpace,
               on_trial: Callable[[int, dict, float | None], None] | None) -> None:
     points = [trial_point(trial, space) for trial in trials]
+    events.announce("batch-started", study.study_name, ",".join(str(t.number) for t in trials))
     with _heartbeats(study, trials):
         outcomes = objective(points)
     for trial, point, (value, attrs) in zip(trials, points, outcomes):
-        _tell(study, trial, value, attrs)
-        if on_trial:
+        told = _tell(study, trial, value, attrs)
+        state = ("COMPLETE" if value is not None and math.isfinite(value) else "FAIL") if told else "LOST"
+        events.announce("trial-told", study.study_name, trial.number, state)
+        if told and on_trial:
             on_trial(trial.number, point, value)
-
-
-def run_study(
-    study: optuna.Study,
-    objective: BatchObjective,
-    *,
-    n_trials: int,
-    space: SearchSpace,
-    seed: int,
-    batch_size: int = 1,
-    batch_startup: bool = False,
-    resume_running: bool = True,
-    on_trial: Callable[[int, dict, float | None], None] | None = None,
-) -> None:
-    """Run trials, ``batch_size`` at a time, until ``n_trials`` count as finished.
-
-    ``resume_running``: re-evaluate RUNNING trials, right when this process owns the study.
-    Batches come from TPE with ``constant_liar`` so the trials of one batch spread out.
-
-    ``batch_startup``: TPE's first ``STARTUP_TRIALS`` trials are random draws that depend on
-    nothing but the sampler seed, so they are asked together and handed to ``objective`` as one
-    batch — the same points, in the same order, as asking them one by one (only for a study
-    this process owns; workers sharing a study take them one at a time).
-
-    A space whose every dimension is fixed has nothing to sample: each trial is the same point.
-    """
-    distributions = space.distributions()
-    heartbeat = optuna.storages._heartbeat.is_heartbeat_enabled(study._storage)
-
-    batch_startup = batch_startup and resume_running
-    if resume_running:
-        stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        budget = n_trials - len(finished_trials(study))
-        stale = stale[: max(budget, 0)]
-        stale = _draw_missing_params(study, stale, distributions, seed)
-        chunk = max(batch_size, STARTUP_TRIALS if batch_startup else 1)
-        for start in range(0, len(stale), chunk):
-            trials = [optuna.Trial(study, t._trial_id) for t in stale[start : start + chunk]]
-            _evaluate(study, trials, objective, space, on_trial)
-
-    while True:
-        if heartbeat:
-            optuna.storages.fail_stale_trials(study)
-        trials = study.get_trials(deepcopy=False)
-        done = sum(_counts(t) for t in trials)
-        if done >= n_trials:
-            return
-        running = sum(t.state == TrialState.RUNNING for t in trials)
-        left = n_trials - done - running
-        room = min(batch_size, left)
-        if batch_startup and done + running < STARTUP_TRIALS:
-            room = max(room, min(STARTUP_TRIALS - done - running, left))
-        if room <= 0:  # the rest of the budget is in other workers' hands; wait for them
-            time.sleep(POLL_S)
-            continue
-        asked = []
-        for position in range(done, done + room):
-            study.sampler = _sampler(seed, position)
-            asked.append(study.ask(distributions))
-        kept = _drop_surplus(study, asked, n_trials)
-        if kept:
-            _evaluate(study, kept, objective, space, on_trial)
 
 
 def _sampler(seed: int, position: int) -> optuna.samplers.TPESampler:
@@ -301,46 +244,158 @@ def _suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> 
         raise TypeError(f"unsupported distribution {distribution!r}")
 
 
-def _draw_missing_params(study: optuna.Study, stale: list[FrozenTrial], distributions: dict[str, BaseDistribution],
-                         seed: int) -> list[FrozenTrial]:
-    """Complete the RUNNING trials that a run killed inside ``ask`` left without parameters, and
-    return the trials to re-evaluate.
+def _draw(study: optuna.Study, trial: int, distributions: dict[str, BaseDistribution], seed: int,
+          position: int) -> optuna.Trial:
+    """Draw a RUNNING trial's parameters as ``ask`` draws them: a sampler seeded by its position."""
+    study.sampler = _sampler(seed, position)
+    live = api.live_trial(study, trial)
+    for name, distribution in distributions.items():
+        _suggest(live, name, distribution)
+        events.announce("param-drawn", study.study_name, live.number, name)
+    return live
 
-    A trial with none of its parameters gets them drawn exactly as ``ask`` was drawing them (the
-    same sampler seed, the same history, the same order), under its own number. A trial with only
-    some of them (a kill between two parameters of a larger space) cannot be completed that way —
-    the draws of the stored ones are gone from the sampler's random stream — so it is closed as an
-    abandoned FAIL, which neither counts nor enters TPE's history, and the next ``ask`` draws
-    the same point again. Either way the resumed study proposes what the uninterrupted one did.
-    """
+
+def _ask(study: optuna.Study, distributions: dict[str, BaseDistribution], seed: int, n_trials: int,
+         owner: dict[str, Any]) -> optuna.Trial | None:
+    """A new trial (or a queued one) owned by ``owner``, its parameters drawn; None if it is
+    beyond the budget (closed as surplus)."""
+    storage = api.storage_of(study)
+    trial = api.pop_waiting_trial(study)
+    if trial is not None:
+        storage.set_trial_user_attr(trial, OWNER_ATTR, owner)
+    else:
+        trial = api.create_trial(study, {OWNER_ATTR: owner})
+    if api.heartbeat_enabled(storage):
+        api.record_heartbeat(storage, trial)  # from its first moment: a kill before training is detected too
     trials = study.get_trials(deepcopy=False)
+    number = storage.get_trial(trial).number
+    events.announce("trial-asking", study.study_name, number)
+    position = _position(trials, number)
+    if position >= n_trials:
+        storage.set_trial_user_attr(trial, SURPLUS_ATTR, True)
+        study.tell(number, state=TrialState.FAIL)
+        return None
+    return _draw(study, trial, distributions, seed, position)
+
+
+def _claim_orphans(study: optuna.Study, owner: dict[str, Any], limit: int) -> list[FrozenTrial]:
+    """Take over (at most ``limit``) RUNNING trials whose owner is dead, oldest first, each by one
+    process; returns them as they are now (owned by ``owner``). Journal storages only: on a
+    database, heartbeats decide which trials are dead."""
+    if limit <= 0 or api.heartbeat_enabled(api.storage_of(study)):
+        return []
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not any(not _owner_alive(t.user_attrs.get(OWNER_ATTR)) for t in running):
+        return []
+    storage = api.storage_of(study)
+    claimed = []
+    with _claim_lock(study):
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if len(claimed) >= limit:
+                break
+            if not _owner_alive(trial.user_attrs.get(OWNER_ATTR)):
+                storage.set_trial_user_attr(api.trial_id(trial), OWNER_ATTR, owner)
+                claimed.append(trial.number)
+    trials = study.get_trials(deepcopy=False)
+    return [trials[number] for number in claimed]
+
+
+def _resume(study: optuna.Study, orphans: list[FrozenTrial], distributions: dict[str, BaseDistribution],
+            seed: int) -> list[optuna.Trial]:
+    """The claimed orphans as trials to evaluate, their missing parameters drawn.
+
+    A trial with none of its parameters (killed inside ``ask``) gets them drawn exactly as ``ask``
+    was drawing them (the same sampler seed, the same history, the same order), under its own
+    number. A trial with only some of them (a kill between two parameters of a larger space)
+    cannot be completed that way — the draws of the stored ones are gone from the sampler's
+    random stream — so it is closed as an abandoned FAIL, which neither counts nor enters TPE's
+    history, and the next ``ask`` draws the same point again. Either way the resumed study
+    proposes what the uninterrupted one did."""
     keep = []
-    for trial in stale:
+    for trial in orphans:
         present = [name for name in distributions if name in trial.params]
         if len(present) == len(distributions):
-            keep.append(trial)
-            continue
-        if present:
+            keep.append(api.live_trial(study, api.trial_id(trial)))
+        elif present:
             study.tell(trial.number, state=TrialState.FAIL)
-            continue
-        position = sum(1 for t in trials if t.number < trial.number and (_counts(t) or t.state == TrialState.RUNNING))
-        study.sampler = _sampler(seed, position)
-        live = optuna.Trial(study, trial._trial_id)
-        for name, distribution in distributions.items():
-            _suggest(live, name, distribution)
-        keep.append(trial)
+        else:
+            position = _position(study.get_trials(deepcopy=False), trial.number)
+            keep.append(_draw(study, api.trial_id(trial), distributions, seed, position))
     return keep
 
 
-def _drop_surplus(study: optuna.Study, asked: list[optuna.Trial], n_trials: int) -> list[optuna.Trial]:
-    """Keep a trial only if fewer than ``n_trials`` live-or-counted trials precede it."""
-    trials = study.get_trials(deepcopy=False)
-    live = sorted(t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING) or _counts(t))
-    kept = []
-    for trial in asked:
-        if sum(number < trial.number for number in live) < n_trials:
-            kept.append(trial)
-        else:
-            trial.set_user_attr(SURPLUS_ATTR, True)
-            study.tell(trial, state=TrialState.FAIL)
-    return kept
+def run_study(
+    study: optuna.Study,
+    objective: BatchObjective,
+    *,
+    n_trials: int,
+    space: SearchSpace,
+    seed: int,
+    batch_size: int = 1,
+    batch_startup: bool = False,
+    resume_running: bool = True,
+    on_trial: Callable[[int, dict, float | None], None] | None = None,
+    owner: dict[str, Any] | None = None,
+) -> None:
+    """Run trials, ``batch_size`` at a time, until ``n_trials`` count as finished.
+
+    Trials whose owner died are taken over first (see the module docstring), so any number of
+    processes may run this on one study at once. ``resume_running``: this process is the only
+    one on the study (its trials are then bit-reproducible across kills, and it may batch the
+    start-up trials). Batches come from TPE with ``constant_liar`` so the trials of one batch
+    spread out.
+
+    ``batch_startup``: TPE's first ``STARTUP_TRIALS`` trials are random draws that depend on
+    nothing but the sampler seed, so they are asked together and handed to ``objective`` as one
+    batch — the same points, in the same order, as asking them one by one (only for a study
+    this process owns; workers sharing a study take them one at a time).
+
+    A space whose every dimension is fixed has nothing to sample: each trial is the same point.
+    """
+    distributions = space.distributions()
+    owner = dict(owner or owner_identity())
+    owner.setdefault("token", uuid.uuid4().hex)
+    _live_tokens.add(owner["token"])
+    try:
+        _run(study, objective, n_trials, space, seed, batch_size, batch_startup and resume_running, on_trial, owner,
+             distributions)
+    finally:
+        _live_tokens.discard(owner["token"])
+
+
+def _run(study: optuna.Study, objective: BatchObjective, n_trials: int, space: SearchSpace, seed: int,
+         batch_size: int, batch_startup: bool, on_trial: Callable[[int, dict, float | None], None] | None,
+         owner: dict[str, Any], distributions: dict[str, BaseDistribution]) -> None:
+    heartbeat = api.heartbeat_enabled(api.storage_of(study))
+    chunk = max(batch_size, STARTUP_TRIALS if batch_startup else 1)
+    while True:
+        budget = n_trials - len(finished_trials(study))
+        orphans = _claim_orphans(study, owner, budget)
+        if not orphans:
+            break
+        trials = _resume(study, orphans, distributions, seed)
+        for start in range(0, len(trials), chunk):
+            _evaluate(study, trials[start : start + chunk], objective, space, on_trial)
+
+    while True:
+        if heartbeat:
+            api.fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        done = sum(_counts(t) for t in trials)
+        if done >= n_trials:
+            return
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        left = n_trials - done - running
+        room = min(batch_size, left)
+        if batch_startup and done + running < STARTUP_TRIALS:
+            room = max(room, min(STARTUP_TRIALS - done - running, left))
+        if room <= 0:  # the rest of the budget is in other processes' hands: wait for them (or their death)
+            orphans = _claim_orphans(study, owner, n_trials - done)
+            if orphans:
+                _evaluate(study, _resume(study, orphans, distributions, seed), objective, space, on_trial)
+            else:
+                time.sleep(POLL_S)
+            continue
+        asked = [trial for trial in (_ask(study, distributions, seed, n_trials, owner) for _ in range(room)) if trial]
+        if asked:
+            _evaluate(study, asked, objective, space, on_trial)

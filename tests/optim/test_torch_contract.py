@@ -11,12 +11,24 @@ import warnings
 
 import pytest
 import torch
+from conftest import kernel_or_skip
 from optim_helpers import loss_fn, mlp, train
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from hessian_lr.optim import ESTIMATORS, HessianLRAdaptation, get_estimator
 
 GRADIENT_ONLY = ["grad-diff", "squared-grad", "secant", "secant-rms"]
+
+
+def _cases(names):
+    """(estimator, implementation) pairs: every estimator on the torch path, grad-diff on the kernel too."""
+    return [(name, "torch") for name in names] + [pytest.param("grad-diff", "kernel", id="grad-diff-kernel")]
+
+
+def _implementation(path):
+    if path == "kernel":
+        kernel_or_skip()
+    return path
 
 
 def _wrapped(params, path="torch", base="adam", **kw):
@@ -76,12 +88,11 @@ def test_load_state_dict_hooks_run_as_on_torch_optimizers(path):
 
 
 # -- item 2: p.grad is never written --------------------------------------------------------
-@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+@pytest.mark.parametrize("name,path", _cases(sorted(ESTIMATORS)))
 def test_grads_are_never_inplaced_into(name, path):
     """torch's own test: the gradient tensor's version counter does not move over several steps
     (and its bits do not change), whatever the estimator or implementation."""
-    if name != "grad-diff" and path == "kernel":
-        pytest.skip("the kernel serves grad-diff only")
+    path = _implementation(path)
     model = mlp()
     opt = _wrapped(model.parameters(), path, estimator=get_estimator(name))
     x, y = torch.randn(8, 8), torch.randint(0, 3, (8,))
@@ -180,13 +191,12 @@ def _complex_and_twin(seed=0):
     return complex_params, twins
 
 
-@pytest.mark.parametrize("name", GRADIENT_ONLY)
+@pytest.mark.parametrize("name,path", _cases(GRADIENT_ONLY))
 @pytest.mark.parametrize("base", ["adam", "sgd"])
 def test_complex_parameters_train_like_their_real_view(name, base, path):
     """torch's test_complex: the same gradients given as complex and as real views give the same
     parameters at every step, bit for bit."""
-    if name != "grad-diff" and path == "kernel":
-        pytest.skip("the kernel serves grad-diff only")
+    path = _implementation(path)
     complex_params, twins = _complex_and_twin()
     opt_c = _wrapped(complex_params, path, base, estimator=get_estimator(name))
     opt_r = _wrapped(twins, path, base, estimator=get_estimator(name))

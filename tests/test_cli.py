@@ -37,6 +37,63 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, args, fragment)
     assert "Traceback" not in err
 
 
+NOT_JOURNAL = "hello, not a journal\n"
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--lr-high", "inf"], "argument --lr-high: expected a finite number"),
+    (["--lr-high", "1e309"], "argument --lr-high: expected a finite number"),  # inf as a float
+    (["--lr-low", "nan"], "argument --lr-low: expected a finite number"),
+    (["--lr-low", "-1e-3"], "argument --lr-low"),
+    (["--workers", "100000000"], "argument --workers: expected an integer in [0, 256]"),
+    (["--seed", "4294967296"], "argument --seed: expected an integer in [0, 4294967295]"),
+    (["--seed", "1.5"], "argument --seed"),
+    (["--threads", "100000"], "argument --threads: expected an integer in [1, 1024]"),
+    (["--batch-trials", "100000"], "batch_trials must be an integer in [1, 1024]"),
+    (["--seeds", "100000"], "seeds must be an integer in [1, 1000]"),
+    (["--trials", "10000000"], "argument --trials"),
+    (["--study", ""], "study must be a non-empty name"),
+    (["--storage", ""], "storage must be a journal path or a database URL"),
+    (["--storage", "foo://bar"], "--storage foo://bar: unknown kind of database 'foo'"),
+    (["--storage", "sqlite:////nonexistent-folder/x.db"], "the folder /nonexistent-folder does not exist"),
+    (["--storage", "sqlite://"], "an in-memory database would lose the studies"),
+    (["--storage", "postgresql+psycopg2://u@127.0.0.1:1/db"], "cannot reach the storage postgresql+psycopg2://u@127.0.0.1:1/db"),
+    (["--storage", "{tmp}"], "is a folder; name a file"),
+    (["--storage", "/proc/hessian-lr.journal"], "cannot create the journal /proc/hessian-lr.journal"),
+    (["--storage", "{tmp}/not-a-journal"], "is not an Optuna journal"),
+])
+def test_bad_values_and_storages_are_refused_before_anything_is_created(tmp_path, capsys, args, fragment):
+    (tmp_path / "not-a-journal").write_text(NOT_JOURNAL)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code = main(["compare", "--out", str(tmp_path / "run"), "--quiet", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("hessian-lr: error:") and fragment in err, err
+    assert not (tmp_path / "run").exists()  # refused before the run folder (or a study) was made
+    assert (tmp_path / "not-a-journal").read_text() == NOT_JOURNAL
+
+
+@pytest.mark.parametrize("out", ["", "   "])
+def test_an_empty_out_is_refused_not_the_current_folder(tmp_path, capsys, monkeypatch, out):
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", "--out", out, "--quiet"]) == 2
+    assert "argument --out: expected a folder path" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+    (tmp_path / "c.toml").write_text(f"out = {out!r}\n".replace("'", '"'))
+    assert main(["compare", "--config", "c.toml", "--quiet"]) == 2
+    assert "out must be a folder path" in capsys.readouterr().err
+
+
+def test_storage_errors_through_the_console_script_are_one_line_without_optuna_warnings(tmp_path):
+    for args in (["compare", "--out", str(tmp_path / "run"), "--storage", "sqlite:////nonexistent-folder/x.db"],
+                 ["worker", "--storage", "foo://bar"],
+                 ["worker", "--storage", "postgresql+psycopg2://u@127.0.0.1:1/db"],
+                 ["worker", "--storage", str(tmp_path / "none.journal")]):
+        proc = run_cli(*args)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert proc.stderr.startswith("hessian-lr: error:") and "Warning" not in proc.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_unwritable_out_folder(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -90,6 +147,39 @@ def test_config_file_is_read_and_flags_override_it(tmp_path):
 def test_report_on_a_missing_run_is_a_usage_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "cannot read" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "nothing-here")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("file, content, fragment", [
+    ("results.json", {"optimizers": 5}, "results.json is not a valid results file: config must be present"),
+    ("results.json", [1, 2], "must be a table"),
+    ("results.json", "not json {", "not JSON"),
+    ("results.json", {"config": {"workload": "mnist1d-mlp", "seed": 0}, "versions": {}, "optimizers": {}},
+     "config.epochs must be present"),
+    ("results.json", {"config": {"workload": "mnist1d-mlp", "seed": 0, "epochs": 2}, "versions": {}, "optimizers": 5},
+     "optimizers must be a table"),
+    ("results.json", {"config": {"workload": "w", "seed": 0, "epochs": 2}, "versions": {},
+                      "optimizers": {"adam": {"best_lr": 0.1, "best_value": "low", "trials": [], "final": {}}}},
+     "optimizers.adam.best_value must be a number"),
+    ("suite.json", {"workloads": 3, "config": {}, "versions": {}}, "suite.json is not a valid suite file: workloads"),
+])
+def test_report_on_a_file_of_the_wrong_shape_names_it(tmp_path, capsys, file, content, fragment):
+    (tmp_path / file).write_text(content if isinstance(content, str) else json.dumps(content))
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err and str(tmp_path / file) in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [file]  # nothing written
+
+
+def test_report_of_a_real_run_passes_the_shape_check(tmp_path):
+    from hessian_lr.results import check_results
+
+    out = tmp_path / "run"
+    assert main(["compare", "--out", str(out), "--optimizers", "adam", "--trials", "2", "--epochs", "1", "--seeds", "2",
+                 "--quiet"]) == 0
+    check_results(json.loads((out / "results.json").read_text()))
+    assert main(["report", str(out)]) == 0
 
 
 @pytest.mark.skipif(not os.environ.get("PATH"), reason="needs a shell environment")
@@ -103,11 +193,19 @@ def test_tiny_compare_through_the_console_script(tmp_path):
 
 @pytest.mark.parametrize("args, fragment", [(["--estimators", "grad-diff,oracle"], "unknown estimator(s) oracle"),
                                             (["--workload", "cifar"], "unknown workload"),
-                                            (["--lr", "-1"], "argument --lr: expected a finite number")])
+                                            (["--lr", "-1"], "argument --lr: expected a finite number"),
+                                            (["--lr", "inf"], "argument --lr: expected a finite number in (0, 10]"),
+                                            (["--lr", "1e300"], "argument --lr: expected a finite number in (0, 10]"),
+                                            (["--epochs", "10000000"], "argument --epochs"),
+                                            (["--reference-probes", "-1"], "argument --reference-probes"),
+                                            (["--exact-rows", "0"], "argument --exact-rows"),
+                                            (["--seed", "-1"], "argument --seed"),
+                                            (["--out", ""], "argument --out")])
 def test_fidelity_bad_input(tmp_path, capsys, args, fragment):
-    assert main(["fidelity", "--out", str(tmp_path), *args]) == 2
+    assert main(["fidelity", "--out", str(tmp_path / "fid"), *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and fragment in err
+    assert not (tmp_path / "fid").exists()
 
 
 def test_fidelity_writes_its_outputs(tmp_path, capsys):

@@ -54,6 +54,9 @@ def test_arms_that_cannot_batch_keep_the_sequential_placement(cores):
     ("workers", -1, r"workers must be an integer in \[0, 256\]"),
     ("workers", 100_000_000, r"workers must be an integer in \[0, 256\]"),
     ("threads", 0, r"threads must be an integer in \[1, "),
+    ("batch_trials", 1025, r"batch_trials must be an integer in \[1, 1024\]"),  # models held in memory at once
+    ("seeds", 1001, r"seeds must be an integer in \[1, 1000\]"),
+    ("studies", 0, r"studies must be an integer in \[1, "),
     ("seed", 2**32, r"seed must be an integer in \[0, "),
     ("seed", True, r"seed must be an integer"),
     ("ablation", "false", "ablation must be true or false"),

@@ -27,7 +27,12 @@ __all__ = ["CompareConfig", "load_toml", "available_cores", "arm_space", "MAX_WO
 MAX_WORKERS = 256  # processes; far above any machine this runs on, low enough to refuse typos
 MAX_THREADS = 1024
 MAX_SEED = 2**32 - 1  # numpy's seed range (seed_everything seeds numpy too)
-MAX_COUNT = 10**6  # trials, epochs, seeds, batch size
+MAX_COUNT = 10**6  # trials, epochs
+# Models trained at once: a batch of trials (batch_trials) or of final seeds (seeds, when they
+# train as one batch) is held in memory together, so these bound memory, not only typos.
+MAX_BATCH = 1024
+MAX_SEEDS = 1000
+MAX_STUDIES = 1000
 
 
 def available_cores() -> int:
@@ -103,8 +108,9 @@ class CompareConfig:
         workload = get_workload(self.workload)
         if self.epochs is None:
             object.__setattr__(self, "epochs", workload.epochs)
-        for name in ("trials", "epochs", "seeds", "batch_trials", "studies"):
-            _check_int(name, getattr(self, name), 1, MAX_COUNT)
+        for name, high in (("trials", MAX_COUNT), ("epochs", MAX_COUNT), ("seeds", MAX_SEEDS),
+                           ("batch_trials", MAX_BATCH), ("studies", MAX_STUDIES)):
+            _check_int(name, getattr(self, name), 1, high)
         _check_int("seed", self.seed, 0, MAX_SEED - self.seeds - self.studies)
         _check_int("workers", self.workers, 0, MAX_WORKERS)
         if self.threads is not None:

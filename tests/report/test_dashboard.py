@@ -59,3 +59,22 @@ def test_app_serves_the_run_studies(tmp_path):
         assert status[0].startswith(("200", "302")), (path, status)
         if expect:
             assert expect in body
+
+
+def test_a_port_out_of_range_or_in_use_is_one_line_before_serving(tmp_path, capsys):
+    import socket
+
+    from hessian_lr.cli import main
+
+    _journal_with_a_study(tmp_path / "optuna.journal")
+    assert main(["dashboard", str(tmp_path), "--port", "70000"]) == 2
+    assert "argument --port: expected an integer in [1, 65535]" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["dashboard", str(tmp_path), "--port", str(port)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}: Address already in use" in err
+    assert main(["dashboard", str(tmp_path), "--host", "no-such-host.invalid"]) == 2
+    assert "does not resolve" in capsys.readouterr().err

@@ -358,8 +358,9 @@ def _check_database(spec: str) -> None:
         raise StorageError(f"--storage {shown}: unknown kind of database {url.drivername!r}; give a journal file "
                            "path, sqlite:///FILE or postgresql+psycopg2://user@host:port/db") from None
     except ImportError as exc:
-        raise StorageError(f"--storage {shown} needs the database driver {exc.name or exc}: pip install "
-                           "'hessian-lr[postgres]' for PostgreSQL") from None
+        driver = exc.name or str(exc)
+        hint = ": pip install 'hessian-lr[postgres]'" if url.get_backend_name() == "postgresql" else ""
+        raise StorageError(f"--storage {shown} needs the database driver {driver}, which is not installed{hint}") from None
     except (sqlalchemy.exc.ArgumentError, TypeError, ValueError) as exc:
         raise StorageError(f"--storage {shown}: {exc}") from None
     try:

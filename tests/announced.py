@@ -18,12 +18,22 @@ from pathlib import Path
 WAIT_S = 300  # a safety net for a broken run, never a kill point
 
 
+def _limit_file_size(size: int):
+    """No file the process writes may grow beyond ``size`` bytes: a full disk, for that process."""
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+    return limit
+
+
 class Announced:
     """``hessian-lr ARGS`` with events on a pipe; ``hold`` patterns make it stop at those events
     (``name#N``: only the N-th) until :meth:`release` or forever."""
 
     def __init__(self, args: Sequence[str], *, hold: Sequence[str] = (), env: dict | None = None,
-                 cwd: Path | None = None, module: str = "hessian_lr.cli") -> None:
+                 cwd: Path | None = None, module: str = "hessian_lr.cli", file_size_limit: int | None = None) -> None:
         events_read, events_write = os.pipe()
         go_read, go_write = os.pipe()
         self._stderr = tempfile.TemporaryFile(mode="w+")
@@ -32,7 +42,8 @@ class Announced:
                        "HESSIAN_LR_GO_FD": str(go_read), "HESSIAN_LR_HOLD": ",".join(hold)}
         self.proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=self._stdout,
                                      stderr=self._stderr, text=True, env=environment, cwd=cwd,
-                                     pass_fds=(events_write, go_read))
+                                     pass_fds=(events_write, go_read),
+                                     preexec_fn=None if file_size_limit is None else _limit_file_size(file_size_limit))
         os.close(events_write)
         os.close(go_read)
         self._go = os.fdopen(go_write, "w", buffering=1)

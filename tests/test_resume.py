@@ -101,6 +101,50 @@ def test_killed_during_the_finals_reuses_finished_runs(reference, tmp_path):
     assert comparable(out) == reference
 
 
+def test_a_journal_torn_mid_line_is_repaired_and_the_rerun_gives_the_uninterrupted_result(reference, tmp_path):
+    """Killed after two trials, the journal then cut in the middle of its last line (a copy
+    truncated, a write torn): the rerun repairs it (the original kept aside, a warning line)
+    and ends exactly where an uninterrupted run ends."""
+    out = tmp_path / "run"
+    kill_at(out, "trial-told *#2")
+    journal = out / "optuna.journal"
+    data = journal.read_bytes()
+    journal.write_bytes(data[: data.rstrip(b"\n").rfind(b"\n") + 40])
+    err = run_ok(compare_args(out))
+    assert err.startswith("hessian-lr: warning: repaired the journal") and err.count("\n") == 1, err
+    assert comparable(out) == reference
+    assert len(list(out.glob("optuna.journal.damaged-*"))) == 1
+
+
+def test_a_full_disk_while_the_journal_is_written_is_one_line_and_loses_nothing(reference, tmp_path):
+    """A write of the journal that fails (here: the process may not grow a file past the
+    journal's size + 100 bytes) ends the run with one line naming the journal, exit 1, and the
+    journal cut back to its last whole line: the same command, with room again, ends exactly as
+    an uninterrupted run."""
+    out = tmp_path / "run"
+    kill_at(out, "trial-told *#1")
+    size = (out / "optuna.journal").stat().st_size
+    with Announced(compare_args(out), file_size_limit=size + 100) as run:
+        code = run.finish()
+        err = run.stderr()
+    assert code == 1 and err.strip() == f"hessian-lr: error: cannot write the journal {out / 'optuna.journal'}: " \
+                                        "File too large", err
+    assert (out / "optuna.journal").read_bytes().endswith(b"\n")
+    run_ok(compare_args(out))
+    assert comparable(out) == reference
+
+
+def test_a_corrupt_run_file_is_moved_aside_and_trained_again(reference, tmp_path):
+    out = tmp_path / "run"
+    run_ok(compare_args(out))
+    victim = sorted((out / "runs").glob("*.json"))[1]
+    victim.write_text(victim.read_text()[:50])  # torn by something else
+    (out / "results.json").unlink()
+    run_ok(compare_args(out))
+    assert (victim.parent / (victim.name + ".corrupt")).exists() and victim.exists()
+    assert comparable(out) == reference
+
+
 SPACE_TOML = ('[space.adam]\nlr = { low = 1e-4, high = 1e-1, log = true }\n'
               'eps = { low = 1e-10, high = 1e-6, log = true }\n')
 

@@ -49,9 +49,41 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+class Cluster:
+    """A running throwaway cluster: its URL, and what a test does to the server (restart, stop)."""
+
+    def __init__(self, bin_dir: Path, as_postgres: list[str], root: Path, port: int, database: str) -> None:
+        self.bin_dir, self.as_postgres, self.root, self.port = bin_dir, as_postgres, root, port
+        self.data, self.log = root / "data", root / "log"
+        self.url = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{database}"
+        self.running = False
+
+    def run(self, *cmd: str) -> None:
+        result = subprocess.run([*self.as_postgres, *cmd], capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise PostgresUnavailable(f"{Path(cmd[0]).name} failed: {(result.stderr or result.stdout).strip()[-400:]}")
+
+    def start(self) -> None:
+        self.run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-o",
+                 f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+                 "start")
+        self.running = True
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``fast``: clients are disconnected, as in a restart)."""
+        if self.running:
+            subprocess.run([*self.as_postgres, str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w",
+                            "stop"], capture_output=True, timeout=60)
+            self.running = False
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
 @contextmanager
-def temporary_cluster(database: str = "hessian_lr") -> Iterator[str]:
-    """Yield ``postgresql+psycopg2://postgres@127.0.0.1:PORT/DATABASE`` of a fresh cluster."""
+def cluster(database: str = "hessian_lr") -> Iterator[Cluster]:
+    """A fresh cluster on a free loopback port, always stopped and removed afterwards."""
     bin_dir = ensure_installed()
     as_postgres: list[str] = []
     if os.geteuid() == 0:  # the server refuses to run as root
@@ -59,23 +91,19 @@ def temporary_cluster(database: str = "hessian_lr") -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="hessian-lr-pg-"))
     if as_postgres:
         shutil.chown(root, "postgres")
-    data, log, port = root / "data", root / "log", _free_port()
-
-    def run(*cmd: str) -> None:
-        result = subprocess.run([*as_postgres, *cmd], capture_output=True, text=True, timeout=120)
-        if result.returncode != 0:
-            raise PostgresUnavailable(f"{Path(cmd[0]).name} failed: {(result.stderr or result.stdout).strip()[-400:]}")
-
-    started = False
+    server = Cluster(bin_dir, as_postgres, root, _free_port(), database)
     try:
-        run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync")
-        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-o",
-            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", "start")
-        started = True
-        run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", database)
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{database}"
+        server.run(str(bin_dir / "initdb"), "-D", str(server.data), "-U", "postgres", "-A", "trust", "--no-sync")
+        server.start()
+        server.run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", database)
+        yield server
     finally:
-        if started:
-            subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                           capture_output=True, timeout=60)
+        server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def temporary_cluster(database: str = "hessian_lr") -> Iterator[str]:
+    """Yield ``postgresql+psycopg2://postgres@127.0.0.1:PORT/DATABASE`` of a fresh cluster."""
+    with cluster(database) as server:
+        yield server.url

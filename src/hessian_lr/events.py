@@ -25,6 +25,7 @@ Events announced (``<study>`` is the Optuna study name):
 ``trial-told <study> <number> <state>``
 ``final-saved <run key>``           a final run's result is on disk
 ``lanes-joining``                   this thread's lane is done; waiting for the other lanes
+``storage-retry <call>``            a database call failed for want of a connection; retrying
 ``outputs-written <folder>``        results.json and the report are written
 """
 

@@ -27,6 +27,8 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from hessian_lr import events
+
 __all__ = ["VERSION", "storage_of", "study_id", "trial_id", "heartbeat_enabled", "record_heartbeat",
            "fail_stale_trials", "retry_callback", "rdb_storage", "journal_line", "JOURNAL_OP_KEY",
            "create_trial", "pop_waiting_trial", "live_trial", "StorageLost", "quiet_optuna",
@@ -166,6 +168,8 @@ def _retrying(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
                 if time.monotonic() > deadline:
                     raise StorageLost(f"lost the connection to the storage {self.display_url}: {root_message(exc)}; "
                                       "run the same command again to resume") from None
+                if not retried:
+                    events.announce("storage-retry", name)
                 retried = True
                 try:
                     self.engine.dispose()  # drop pooled connections to the server that went away

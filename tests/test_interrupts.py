@@ -1,0 +1,105 @@
+"""hessian_lr.interrupts: the first SIGINT raises (or waits for the end of a deferred block),
+later ones are only counted, one Python discards is raised again at the next check, and
+cleanups still registered run at the end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+
+from hessian_lr import interrupts
+
+
+@pytest.fixture
+def handler():
+    interrupts.install()
+    try:
+        yield
+    finally:
+        interrupts.uninstall()
+
+
+def sigint() -> None:
+    os.kill(os.getpid(), signal.SIGINT)
+    threading.Event().wait(0.05)  # the handler runs at the next bytecode; give it a moment to be delivered
+
+
+def test_the_first_sigint_raises_later_ones_are_counted(handler):
+    with pytest.raises(KeyboardInterrupt):
+        sigint()
+    sigint()  # cleaning up after the first: not cut short
+    sigint()
+    assert interrupts.received() == 3
+
+
+def test_a_deferred_block_is_not_interrupted(handler):
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts.deferred():
+            sigint()
+            done.append("after the signal")
+    assert done == ["after the signal"]
+
+
+def test_a_deferred_block_that_raises_keeps_its_own_error(handler):
+    with pytest.raises(ValueError):
+        with interrupts.deferred():
+            sigint()
+            raise ValueError("its own")
+    assert interrupts.received() == 1
+
+
+class SignalsInItsDestructor:
+    def __del__(self) -> None:
+        sigint()
+
+
+def test_an_interrupt_python_discards_is_raised_at_the_next_check(handler, capfd):
+    obj = SignalsInItsDestructor()
+    del obj  # the KeyboardInterrupt raised inside __del__ is discarded by Python
+    assert interrupts.received() == 1
+    with pytest.raises(KeyboardInterrupt):
+        interrupts.check()
+    assert "Exception ignored" not in capfd.readouterr().err
+
+
+def test_check_raises_in_other_threads_too(handler):
+    with pytest.raises(KeyboardInterrupt):
+        sigint()
+    raised = []
+
+    def lane() -> None:
+        try:
+            interrupts.check()
+        except KeyboardInterrupt:
+            raised.append(True)
+
+    thread = threading.Thread(target=lane)
+    thread.start()
+    thread.join()
+    assert raised == [True]
+
+
+def test_quiet_counts_only_and_cleanups_run_once(handler):
+    ran = []
+    token = interrupts.register_cleanup(lambda: ran.append("kept"))
+    gone = interrupts.register_cleanup(lambda: ran.append("unregistered"))
+    interrupts.unregister_cleanup(gone)
+    interrupts.quiet()
+    sigint()
+    interrupts.check()  # quiet: the command is ending, nothing raises any more
+    interrupts.run_cleanups()
+    interrupts.run_cleanups()
+    interrupts.unregister_cleanup(token)
+    assert ran == ["kept"] and interrupts.received() == 1
+
+
+def test_without_install_python_keeps_its_default_behaviour():
+    assert not interrupts.installed()
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        threading.Event().wait(1)
+    interrupts.check()  # nothing counted: no effect

@@ -153,9 +153,13 @@ def test_dispatcher_groups_tensors_by_implementation_and_hyperparameters(kernel_
 
 
 def test_refill_copies_g_back_into_prev_grad(kernel_module):
-    grads = [torch.randn(5, 3), torch.randn(4, 6).t(), torch.randn(7, dtype=torch.float64)]
+    # Small tensors, a transposed pair (not dense-alike: at::copy_), float64, and > 1 MiB ones with a
+    # misaligned destination (the kernel's streaming-store copy with its unaligned head and tail).
+    grads = [torch.randn(5, 3), torch.randn(4, 6).t(), torch.randn(7, dtype=torch.float64), torch.randn(300_001),
+             torch.randn(2, 150_007, dtype=torch.float64)]
     for kernel in (kernel_module, None):
-        prevs = [torch.zeros(5, 3), torch.zeros(6, 4), torch.zeros(7, dtype=torch.float64)]
+        prevs = [torch.zeros(5, 3), torch.zeros(6, 4), torch.zeros(7, dtype=torch.float64),
+                 torch.zeros(300_002)[1:], torch.zeros(2 * 150_007 + 3, dtype=torch.float64)[3:].view(2, 150_007)]
         F.refill_prev_grads_(prevs, grads, kernel=kernel)
         assert all(torch.equal(p, g) for p, g in zip(prevs, grads))
 

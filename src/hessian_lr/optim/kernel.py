@@ -11,7 +11,8 @@ Four entry points, all on CPU tensors:
   ``g`` is only read -- the wrapper's step, which never writes ``p.grad``) or ``g`` and ``g_prev``
   (in place, as :func:`hessian_lr.optim.functional.single_tensor_grad_diff_`), with
   ``at::parallel_for`` over elements;
-* ``copy_(dsts, srcs)`` -- ``g_prev <- p.grad`` after the base step, one ``memcpy`` per tensor;
+* ``copy_(dsts, srcs)`` -- ``g_prev <- p.grad`` after the base step, one copy per tensor (streaming
+  stores for large ones);
 * ``grad_diff_tensor_(g, g_prev, h, beta, eps, scale)`` -- the in-place update of one triple given
   directly (batched training's flat ``[K, P]`` state).
 
@@ -50,8 +51,12 @@ _CPP = r"""
 #include <ATen/Parallel.h>
 #include <c10/util/Half.h>
 #include <c10/util/BFloat16.h>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 #include <cmath>
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -221,7 +226,26 @@ void grad_diff_(const std::vector<at::Tensor>& grads, const std::vector<at::Tens
   }
 }
 
-// dsts[i] <- srcs[i]: the wrapper's refill of g_prev from p.grad after the base step. One memcpy
+// n bytes from s to d. Large copies use streaming stores: g_prev's lines are not read first
+// (a plain store loads each line before overwriting it), a third less memory traffic.
+void copy_bytes(char* d, const char* s, size_t n) {
+#if defined(__AVX__)
+  if (n >= (size_t{1} << 20)) {
+    const size_t head = std::min(n, (32 - (reinterpret_cast<uintptr_t>(d) & 31)) & 31);
+    std::memcpy(d, s, head);
+    size_t i = head;
+    for (; i + 32 <= n; i += 32) {
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(d + i), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i)));
+    }
+    std::memcpy(d + i, s + i, n - i);
+    _mm_sfence();  // streaming stores are weakly ordered: finish them before anyone reads g_prev
+    return;
+  }
+#endif
+  std::memcpy(d, s, n);
+}
+
+// dsts[i] <- srcs[i]: the wrapper's refill of g_prev from p.grad after the base step. One copy
 // per dense pair of one dtype and layout (at::copy_'s per-tensor dispatch dominates for small ones).
 void copy_(const std::vector<at::Tensor>& dsts, const std::vector<at::Tensor>& srcs) {
   TORCH_CHECK(dsts.size() == srcs.size(), "copy_: list lengths differ");
@@ -233,7 +257,7 @@ void copy_(const std::vector<at::Tensor>& dsts, const std::vector<at::Tensor>& s
       char* d = static_cast<char*>(dst.data_ptr());
       const char* s = static_cast<const char*>(src.data_ptr());
       at::parallel_for(0, dst.numel() * dst.element_size(), 4 * kGrain, [&](int64_t b, int64_t e) {
-        std::memcpy(d + b, s + b, static_cast<size_t>(e - b));
+        copy_bytes(d + b, s + b, static_cast<size_t>(e - b));
       });
       dst.unsafeGetTensorImpl()->bump_version();
     } else {

@@ -294,14 +294,17 @@ def stacking_of(arm: Arm, hyperparameters: Mapping[str, Any], shapes: Sequence[t
     hyperparameters (the lr included: a coupling through an lr-dependent state may show at one lr
     and not at another) and shapes; torch's global RNG is left as it was.
 
-    An arm whose step is not a plain backward (a graph, per-model logits) is never stacked or
-    pooled here: the probe steps with plain gradients. Otherwise ``Arm.stackable`` overrides the
-    probe (True: every way; False: none).
+    ``Arm.stackable`` overrides the probe (True: every way; False: none). Otherwise an arm whose
+    step is not a plain backward is neither stacked nor pooled: the probe steps the optimizer with
+    plain gradients, which may not be what that step gives it (a graph for a Hessian-vector
+    product, say).
     """
-    if not arm.step.plain or LR not in hyperparameters:
-        return Stacking(False, reason="its step is not a plain backward" if not arm.step.plain else "no lr")
+    if LR not in hyperparameters:
+        return Stacking(False, reason="no lr")
     if arm.stackable is not None:
         return Stacking(arm.stackable, arm.stackable, arm.stackable, "declared by the arm")
+    if not arm.step.plain:
+        return Stacking(False, reason="its step is not a plain backward")
     key = (arm.name, arm.build, tuple(sorted((k, repr(v)) for k, v in hyperparameters.items())),
            tuple(map(tuple, shapes)))
     found = _CACHE.get(key)

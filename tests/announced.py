@@ -33,7 +33,8 @@ class Announced:
     (``name#N``: only the N-th) until :meth:`release` or forever."""
 
     def __init__(self, args: Sequence[str], *, hold: Sequence[str] = (), env: dict | None = None,
-                 cwd: Path | None = None, module: str = "hessian_lr.cli", file_size_limit: int | None = None) -> None:
+                 cwd: Path | None = None, module: str = "hessian_lr.cli", file_size_limit: int | None = None,
+                 new_session: bool = False) -> None:
         events_read, events_write = os.pipe()
         go_read, go_write = os.pipe()
         self._stderr = tempfile.TemporaryFile(mode="w+")
@@ -43,7 +44,8 @@ class Announced:
         self.proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=self._stdout,
                                      stderr=self._stderr, text=True, env=environment, cwd=cwd,
                                      pass_fds=(events_write, go_read),
-                                     preexec_fn=None if file_size_limit is None else _limit_file_size(file_size_limit))
+                                     preexec_fn=None if file_size_limit is None else _limit_file_size(file_size_limit),
+                                     start_new_session=new_session)
         os.close(events_write)
         os.close(go_read)
         self._go = os.fdopen(go_write, "w", buffering=1)
@@ -88,6 +90,19 @@ class Announced:
 
     def interrupt(self) -> None:
         self.proc.send_signal(signal.SIGINT)
+
+    def interrupt_group(self) -> None:
+        """SIGINT to the run's whole process group, as Ctrl-C at a terminal sends it (the run
+        must have been started with ``new_session``)."""
+        os.killpg(self.proc.pid, signal.SIGINT)
+
+    def children(self) -> list[int]:
+        """Process ids of the run's child processes."""
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as fh:
+                return [int(pid) for pid in fh.read().split()]
+        except OSError:
+            return []
 
     def finish(self, timeout: float = WAIT_S) -> int:
         """Wait for the exit (draining events meanwhile); returns the exit code."""

@@ -8,6 +8,7 @@ stands exactly there when the signal comes, however loaded the machine is."""
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import optuna
@@ -236,6 +237,30 @@ def test_ctrl_c_twice_while_waiting_for_the_other_lane(tmp_path):
         run.interrupt()
         run.interrupt()
         finish_interrupted(run)  # the one line, nothing else
+
+
+def sigint_blocked_or_ignored(pid: int) -> bool:
+    with open(f"/proc/{pid}/status") as fh:
+        fields = dict(line.split(":", 1) for line in fh if ":" in line)
+    bit = 1 << (signal.SIGINT - 1)
+    return bool(int(fields["SigBlk"], 16) & bit or int(fields["SigIgn"], 16) & bit)
+
+
+def test_ctrl_c_at_the_terminal_with_worker_processes_is_one_line(tmp_path):
+    """Ctrl-C at a terminal reaches the whole process group: the workers never see it (they start
+    with SIGINT blocked and then ignore it), this process ends them, exit 130 with one line and
+    no worker traceback; the rerun finishes."""
+    out = tmp_path / "run"
+    args = ["--optimizers", "adam,hessian-adam", "--trials", str(TRIALS), "--epochs", str(EPOCHS), "--seeds", "1",
+            "--no-ablation", "--workers", "2", "--no-batch-startup", "--quiet"]
+    with Announced(compare_args(out, args), hold=["batch-started *"], new_session=True) as run:
+        run.wait_for("batch-started *")
+        workers = [pid for pid in run.children() if "spawn_main" in open(f"/proc/{pid}/cmdline").read()]
+        assert workers and all(sigint_blocked_or_ignored(pid) for pid in workers)
+        run.interrupt_group()
+        finish_interrupted(run)
+    run_ok(compare_args(out, args))
+    assert len(json.loads((out / "results.json").read_text())["optimizers"]) == 2
 
 
 @pytest.mark.parametrize("event, hold", [

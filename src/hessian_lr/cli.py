@@ -448,16 +448,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (tests replace it per test)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _log_to_stderr() -> None:
     """Notices of the library (a repaired journal) as ``hessian-lr: warning: ...`` lines."""
     logger = logging.getLogger("hessian_lr")
-    if not any(getattr(h, "_hessian_lr", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(f"{PROG}: warning: %(message)s"))
-        handler._hessian_lr = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
         logger.setLevel(logging.WARNING)
-        logger.propagate = False
 
 
 def _one_line(message: object) -> str:
@@ -490,6 +500,7 @@ def _main(argv: Sequence[str] | None) -> int:
                 _freeze_imported_objects()
                 gc.enable()
         _log_to_stderr()
+        import hessian_lr.pipeline.compare  # noqa: F401 - caches numpy's float limits before training (see there)
         args = parser.parse_args(argv)
         handler: Callable[[argparse.Namespace], None] | None = getattr(args, "handler", None)
         if handler is None:

@@ -49,11 +49,13 @@ class ProgressDisplay:
             self.progress.update(task, status=f"trial {event.trial}" + (f", best {best:.4f}" if best else ""))
 
     def __enter__(self) -> ProgressDisplay:
-        self.progress.start()
+        if self.enabled:  # a disabled rich Progress still prints a newline when stopped (rich 13.0)
+            self.progress.start()
         return self
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.progress.stop()
+        if self.enabled:
+            self.progress.stop()
 
 
 def _model_epochs(config: CompareConfig) -> int:
@@ -67,6 +69,7 @@ class SuiteProgressDisplay:
     and fidelity study) and one over everything, in model-epochs."""
 
     def __init__(self, config: "SuiteConfig", enabled: bool = True) -> None:  # noqa: F821 - avoids a cycle
+        self.enabled = enabled
         self.progress = Progress(
             TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
@@ -91,11 +94,13 @@ class SuiteProgressDisplay:
             self.progress.update(task, status="fidelity done")
 
     def __enter__(self) -> SuiteProgressDisplay:
-        self.progress.start()
+        if self.enabled:
+            self.progress.start()
         return self
 
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.progress.stop()
+        if self.enabled:
+            self.progress.stop()
 
 
 def print_summary(results: Results, out: Path) -> None:

@@ -14,6 +14,7 @@ import optuna
 import pytest
 
 from hessian_lr.tuning.space import Categorical, Fixed, Float, Int, SearchSpace
+from hessian_lr.tuning import optuna_api as api
 from hessian_lr.tuning.study import open_study, run_study, storage_for
 
 LR_PARAM = "lr"
@@ -43,7 +44,7 @@ def test_a_trial_killed_inside_ask_gets_the_lr_ask_was_drawing(tmp_path):
 
     study = _study(tmp_path / "killed")
     _run(study, 11)  # the 10 random start-up trials and one TPE trial
-    study._storage.create_new_trial(study._study_id)  # what the kill leaves: RUNNING, no lr
+    api.storage_of(study).create_new_trial(api.study_id(study))  # what the kill leaves: RUNNING, no lr
     assert LR_PARAM not in study.trials[-1].params
     _run(study, 14)
 
@@ -70,8 +71,8 @@ def test_a_wider_space_samples_every_dimension_and_resumes_exactly_after_a_kill_
 
     study = _study(tmp_path / "killed")
     run_study(study, _objective, n_trials=11, space=WIDE, seed=7)
-    trial_id = study._storage.create_new_trial(study._study_id)  # killed after storing one parameter
-    study._storage.set_trial_param(trial_id, "lr", 0.01, WIDE.distributions()["lr"])
+    trial_id = api.storage_of(study).create_new_trial(api.study_id(study))  # killed after storing one parameter
+    api.storage_of(study).set_trial_param(trial_id, "lr", 0.01, WIDE.distributions()["lr"])
     run_study(study, _objective, n_trials=13, space=WIDE, seed=7)
 
     def counted(s):
@@ -95,7 +96,7 @@ def test_a_batch_killed_inside_its_asks_resumes_to_exactly_the_budget(tmp_path):
     _run(study, 9, batch_size=3)
     study.sampler = optuna.samplers.RandomSampler(seed=0)
     study.ask({LR_PARAM: optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)})
-    study._storage.create_new_trial(study._study_id)  # killed while asking the batch 9..11
+    api.storage_of(study).create_new_trial(api.study_id(study))  # killed while asking the batch 9..11
     _run(study, 12, batch_size=3)
     assert [t.number for t in study.trials] == list(range(12))
     assert all(t.state == optuna.trial.TrialState.COMPLETE and LR_PARAM in t.params for t in study.trials)

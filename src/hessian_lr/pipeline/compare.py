@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from hessian_lr import events
@@ -32,6 +33,12 @@ from hessian_lr.tuning.space import Float, assemble_hyperparameters
 from hessian_lr.tuning.storage import check_storage
 from hessian_lr.tuning.study import owner_identity, trial_point
 from hessian_lr.workloads import get_workload
+
+# Training turns on torch.set_flush_denormal; numpy (before 2.4) computes a float type's limits the
+# first time they are asked and, with denormals flushed, warns that "the smallest subnormal ... is
+# zero" (matplotlib asks when it draws the first figure). Asked now, they are cached correctly.
+for _dtype in (np.float16, np.float32, np.float64):
+    np.finfo(_dtype)
 
 __all__ = ["run_compare", "run_worker", "study_name", "TuneTask", "FinalsTask", "plan_final_runs", "check_spaces",
            "tune_arm"]

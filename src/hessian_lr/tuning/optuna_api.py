@@ -32,7 +32,7 @@ from hessian_lr import events
 __all__ = ["VERSION", "storage_of", "study_id", "trial_id", "heartbeat_enabled", "record_heartbeat",
            "fail_stale_trials", "retry_callback", "rdb_storage", "journal_line", "JOURNAL_OP_KEY",
            "create_trial", "pop_waiting_trial", "live_trial", "StorageLost", "quiet_optuna",
-           "journal_file_backend", "is_connection_error", "root_message"]
+           "journal_file_backend", "is_connection_error", "root_message", "is_update_finished"]
 
 VERSION = tuple(int(part) for part in optuna.__version__.split(".")[:2])
 MIN_VERSION = (4, 0)
@@ -54,6 +54,17 @@ def quiet_optuna() -> None:
 
 
 # -- private attributes -------------------------------------------------------------------------------
+
+_UPDATE_FINISHED = getattr(optuna.exceptions, "UpdateFinishedTrialError", None)  # Optuna >= 4.2
+
+
+def is_update_finished(exc: BaseException) -> bool:
+    """Whether ``exc`` says the trial was already finished (by another process): Optuna's
+    ``UpdateFinishedTrialError``, a plain ``RuntimeError`` with that message before 4.2."""
+    if _UPDATE_FINISHED is not None:
+        return isinstance(exc, _UPDATE_FINISHED)
+    return type(exc) is RuntimeError and "has already finished and can not be updated" in str(exc)
+
 
 def storage_of(study: optuna.Study) -> BaseStorage:
     return study._storage
@@ -154,15 +165,13 @@ def _retrying(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         while True:
             try:
                 return method(self, *args, **kwargs)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                # A state change whose commit went through although its reply was lost: the retry
-                # finds the trial finished — in the state that was asked for.
-                if retried and name == "set_trial_state_values":
+            except Exception as exc:  # noqa: BLE001 - only connection errors are retried
+                if is_update_finished(exc) and retried and name == "set_trial_state_values":
+                    # A state change whose commit went through although its reply was lost: the
+                    # retry finds the trial finished — in the state that was asked for.
                     state = kwargs.get("state", args[1] if len(args) > 1 else None)
                     if self.get_trial(args[0]).state == state:
                         return True
-                raise
-            except Exception as exc:  # noqa: BLE001 - only connection errors are retried
                 if not is_connection_error(exc):
                     raise
                 if time.monotonic() > deadline:
@@ -254,8 +263,9 @@ def pop_waiting_trial(study: optuna.Study) -> int | None:
         try:
             if storage.set_trial_state_values(trial_id(trial), state=TrialState.RUNNING):
                 return trial_id(trial)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
+        except Exception as exc:  # noqa: BLE001 - another process finished it meanwhile
+            if not is_update_finished(exc):
+                raise
     return None
 
 

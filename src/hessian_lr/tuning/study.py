@@ -201,7 +201,9 @@ def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None, attrs: 
             study.tell(trial, state=TrialState.FAIL)
         else:
             study.tell(trial, value)
-    except optuna.exceptions.UpdateFinishedTrialError:
+    except Exception as exc:  # noqa: BLE001
+        if not api.is_update_finished(exc):
+            raise
         return False
     return True
 

@@ -11,7 +11,8 @@ every workload's results and fidelity) and the suite report (``suite.md``, ``sui
 Resuming: every stage keeps its finished work on disk (each workload's studies and final runs, as
 compare does; each fidelity.json), so the same command run again after a kill continues where it
 stopped (``wall_s`` then records each workload's seconds in this run: the time it took to
-finish it, not to redo what was already done). All workloads' studies live in one storage (``OUT/optuna.journal`` or ``--storage``), named
+finish it, not to redo what was already done). All workloads' studies live in one storage
+(``OUT/optuna.journal`` or ``--storage``), named
 ``<study>.<workload>.<arm>.<fingerprint>``, so ``hessian-lr worker --storage URL --study <study>``
 joins the whole suite.
 """
@@ -158,7 +159,7 @@ def run_suite(config: SuiteConfig, progress: Progress = no_progress) -> dict[str
         suite = {"schema": SUITE_SCHEMA, "config": config.to_dict(), "versions": _versions(workloads),
                  "workloads": workloads, "fidelity": fidelity, "wall_s": walls}
         write_suite(suite, config.out)
-    return suite
+    return read_json(config.out / SUITE_FILE)
 
 
 def _versions(workloads: Mapping[str, Any]) -> dict[str, str]:
@@ -172,6 +173,6 @@ def write_suite(suite: dict[str, Any], out: Path) -> None:
     """``suite.json`` and the suite report (``hessian-lr report`` on a suite folder calls this)."""
     from hessian_lr.report.suite import summarize_suite, write_suite_report
 
-    summarize_suite(suite)
-    write_json(Path(out) / SUITE_FILE, suite)
-    write_suite_report(suite, Path(out))
+    summarized = summarize_suite(suite)
+    write_json(Path(out) / SUITE_FILE, summarized)
+    write_suite_report(summarized, Path(out))

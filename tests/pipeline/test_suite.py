@@ -1,0 +1,80 @@
+"""The suite end to end at tiny sizes: every workload's comparison and fidelity study, one
+suite.json and report, resumable without redoing work, and refused bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hessian_lr.pipeline.suite import SuiteConfig, parse_workloads, run_suite
+from hessian_lr.workloads import get_workload
+from results_helpers import without_timing
+
+WORKLOADS = ("noisy-quadratic", "digits-softmax")
+
+
+def tiny(out, **changes) -> SuiteConfig:
+    settings = dict(workloads=WORKLOADS, optimizers=("adam", "hessian-adam"), trials=2, seeds=2, workers=1,
+                    out=out)
+    settings.update(changes)
+    return SuiteConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def suite_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("suite")
+    return out, run_suite(tiny(out))
+
+
+def test_writes_every_workload_and_the_suite_report(suite_run):
+    out, suite = suite_run
+    data = json.loads((out / "suite.json").read_text())
+    assert list(data["workloads"]) == list(WORKLOADS) and set(data["fidelity"]) == set(WORKLOADS)
+    for name in WORKLOADS:
+        results = data["workloads"][name]
+        assert results["config"]["workload"] == name and list(results["optimizers"]) == ["adam", "hessian-adam"]
+        assert (out / name / "results.json").exists() and (out / name / "report.md").exists()
+        assert results["config"]["storage"] == str(out / "optuna.journal")  # one storage for the suite
+        assert data["wall_s"][name] > 0
+    assert data["config"]["seeds"] == 2 and data["config"]["ablation"] is False
+    assert "summary" in data  # profiles, win/tie/loss and the conclusion, computed from the workloads
+    for name in ("suite.md", "suite.html", "profiles.png"):
+        assert (out / name).stat().st_size > 0
+    report = (out / "suite.md").read_text()
+    for name in WORKLOADS:
+        assert name in report
+
+
+def test_the_same_command_again_redoes_nothing_and_gives_the_same_suite(suite_run):
+    out, _ = suite_run
+    runs = {p: p.stat().st_mtime_ns for p in out.glob("*/runs/*.json")}
+    fidelity = {p: p.stat().st_mtime_ns for p in out.glob("*/fidelity/fidelity.json")}
+    before = json.loads((out / "suite.json").read_text())
+    run_suite(tiny(out))
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/runs/*.json")} == runs
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/fidelity/fidelity.json")} == fidelity
+    assert without_timing(json.loads((out / "suite.json").read_text())) == without_timing(before)
+
+
+def test_workloads_are_parsed_and_bad_ones_refused_before_anything_runs(tmp_path):
+    assert parse_workloads("noisy-quadratic, digits-softmax") == WORKLOADS
+    assert "mnist1d-mlp" in parse_workloads("all") and len(parse_workloads("all")) >= 9
+    for bad, fragment in ((" ", "at least one"), ("mnist1d-mlp,imagenet", r"unknown workload\(s\) imagenet"),
+                          (5, "'all' or a comma-separated list")):
+        with pytest.raises(ValueError, match=fragment):
+            SuiteConfig(workloads=bad, out=tmp_path)
+    with pytest.raises(ValueError, match="trials must be an integer"):
+        SuiteConfig(workloads=WORKLOADS, trials=0, out=tmp_path)
+    with pytest.raises(ValueError, match="fidelity must be true or false"):
+        SuiteConfig(workloads=WORKLOADS, fidelity="yes", out=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_every_workload_shares_the_arms_spaces_and_seeds(tmp_path):
+    config = tiny(tmp_path, space="wide", seeds=3, studies=2)
+    for name in WORKLOADS:
+        compare = config.compare_config(name)
+        assert compare.workload == name and compare.out == tmp_path / name
+        assert (compare.space, compare.seeds, compare.studies, compare.ablation) == ("wide", 3, 2, False)
+        assert compare.epochs == get_workload(name).epochs  # each workload trains for its own budget

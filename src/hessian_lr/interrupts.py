@@ -44,6 +44,7 @@ _depth = 0  # nesting of deferred() blocks in the main thread
 _pending = False  # a SIGINT came inside deferred(): raise when the outermost block ends
 _quiet = False  # only count from now on (the command is ending)
 _previous: Any = None  # the handler install() replaced
+_previous_unraisable: Any = None
 _installed = False
 _cleanups: dict[int, Callable[[], None]] = {}
 _cleanup_ids = iter(range(1, 1 << 62))
@@ -62,19 +63,20 @@ def _handler(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _unraisable(unraisable: Any, _default: Callable[[Any], None] = sys.unraisablehook) -> None:
+def _unraisable(unraisable: Any) -> None:
     if isinstance(unraisable.exc_value, KeyboardInterrupt):
         return  # counted by the handler; reported once as the command's line
-    _default(unraisable)
+    (_previous_unraisable or sys.__unraisablehook__)(unraisable)
 
 
 def install() -> None:
     """Take over SIGINT for this process (main thread only; idempotent)."""
-    global _previous, _installed, _received, _raised, _pending, _quiet
+    global _previous, _previous_unraisable, _installed, _received, _raised, _pending, _quiet
     if _installed or threading.current_thread() is not threading.main_thread():
         return
     _received, _raised, _pending, _quiet = 0, False, False, False
     _previous = signal.signal(signal.SIGINT, _handler)
+    _previous_unraisable = sys.unraisablehook
     sys.unraisablehook = _unraisable
     _installed = True
 
@@ -86,7 +88,7 @@ def uninstall() -> None:
     if not _installed:
         return
     signal.signal(signal.SIGINT, _previous if _previous is not None else signal.default_int_handler)
-    sys.unraisablehook = sys.__unraisablehook__
+    sys.unraisablehook = _previous_unraisable or sys.__unraisablehook__
     _installed = False
 
 

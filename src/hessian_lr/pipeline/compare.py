@@ -30,7 +30,7 @@ from hessian_lr.results import ArmResults, Results, TrialRecord, versions
 from hessian_lr.training import Run, initial_model, train
 from hessian_lr.tuning import finished_trials, open_study, run_study, storage_for
 from hessian_lr.tuning.space import Float, assemble_hyperparameters
-from hessian_lr.tuning.storage import check_storage
+from hessian_lr.tuning.storage import check_storage, display_storage
 from hessian_lr.tuning.study import owner_identity, trial_point
 from hessian_lr.workloads import get_workload
 
@@ -289,7 +289,8 @@ def run_worker(storage: str, study: str, threads: int = 1, progress: Progress = 
     names = [s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)
              if s.study_name == study or s.study_name.startswith(f"{study}.")]
     if not names:
-        raise ValueError(f"no study named {study!r} (or {study}.*) in the storage; start it with hessian-lr compare")
+        raise ValueError(f"no study named {study!r} (or {study}.*) in {display_storage(storage)}; start it with "
+                         "hessian-lr compare --storage ... --study NAME")
     for name in sorted(names):
         attrs = optuna.load_study(study_name=name, storage=backend).user_attrs
         if "config" not in attrs or "arm" not in attrs:

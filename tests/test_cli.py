@@ -94,6 +94,14 @@ def test_storage_errors_through_the_console_script_are_one_line_without_optuna_w
     assert not list(tmp_path.iterdir())
 
 
+def test_a_run_on_a_database_shows_no_optuna_warnings(tmp_path):
+    """Heartbeats and the retry callback are experimental in Optuna, and asking trials outside
+    Study.optimize warns with heartbeats on: none of it reaches the user."""
+    proc = run_cli("compare", "--out", str(tmp_path / "run"), "--storage", f"sqlite:///{tmp_path / 'studies.db'}",
+                   "--optimizers", "adam", "--trials", "2", "--epochs", "1", "--seeds", "1", "--quiet")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
 def test_unwritable_out_folder(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")

@@ -9,6 +9,11 @@ the GIL, so lanes use the cores in parallel without a second process's start-up.
 
 Progress flows one way: a task calls ``progress(event)``; in worker processes that puts the event
 on a queue that a relay thread of this process drains into the caller's callback.
+
+Ctrl-C (see :mod:`hessian_lr.interrupts`): worker processes never see it — they start with SIGINT
+blocked and ignore it — and this process ends them; lanes stop at their next progress report and
+are joined with SIGINT deferred. Either way what finished is on disk, and what did not is taken
+over by the next run.
 """
 
 from __future__ import annotations

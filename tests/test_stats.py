@@ -78,3 +78,45 @@ def test_time_to_target_on_synthetic_curves():
     assert time_to_target([2.3, 3.0], 2.5) == (None, None)  # epoch 0 does not count
     assert time_to_target(curve, None, walls) == (None, None)
     assert time_to_target([0.1, 0.05], 1.0, []) == (1, None)
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 5, 9, 10, 19, 30, 100, 1000])
+def test_student_t_tail_and_quantile_match_scipy(df):
+    from hessian_lr.stats import t_ppf, t_sf
+
+    for t in (0.0, 0.1, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 40.0, -2.0):
+        assert t_sf(t, df) == pytest.approx(sp.t.sf(t, df), rel=1e-12, abs=1e-300)
+    for q in (0.5, 0.6, 0.9, 0.975, 0.995, 0.9995, 0.025):
+        assert t_ppf(q, df) == pytest.approx(sp.t.ppf(q, df), rel=1e-12, abs=1e-15)
+
+
+def test_wilcoxon_matches_scipy_with_and_without_ties_and_zeros():
+    """Every branch of scipy's method="auto": exact (no ties, no zeros), exact permutation (ties or
+    zeros, n <= 13), normal approximation (ties, n > 13) and the asymptotic test beyond n = 50."""
+    import random
+
+    from hessian_lr.stats import wilcoxon_p
+
+    rng = random.Random(0)
+    for trial in range(240):
+        n = (6, 7, 8, 10, 12, 13, 15, 20, 40, 60)[trial % 10]
+        kind = trial % 3
+        if kind == 0:
+            d = [rng.gauss(0.1, 1) for _ in range(n)]
+        elif kind == 1:
+            d = [round(rng.gauss(0.1, 1), 1) for _ in range(n)]  # ties, sometimes zeros
+        else:
+            d = [rng.choice((0.0, 0.5, -0.5, 1.0, 2.0, -1.0)) for _ in range(n)]
+        if any(d):
+            assert wilcoxon_p(d) == pytest.approx(float(sp.wilcoxon(d).pvalue), rel=1e-9), d
+
+
+def test_the_statistics_need_no_scipy_at_run_time():
+    """scipy.stats costs ~0.5-1 s to import; a comparison's report must not pay it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from hessian_lr.stats import describe, paired; "
+            "paired([1.0, 2.0, 3.5, 4.0, 5.0, 6.5, 7.0], [1.1, 1.9, 3.0, 4.2, 4.0, 6.0, 7.7]); describe([1.0, 2.0]); "
+            "print('scipy.stats' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

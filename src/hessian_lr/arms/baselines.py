@@ -74,14 +74,38 @@ def _muon(params: Iterable[Tensor], **hyperparameters: Any) -> Optimizer:
     return _optimizer_class("Muon")([g for g in groups if g["params"]], **hyperparameters)
 
 
-def _class_defaults(class_name: str) -> dict[str, Any]:
-    """The class's constructor defaults (its signature, without implementation switches), or {}
-    when the package is not installed (the arm is then refused by name before training)."""
-    try:
-        cls = _optimizer_class(class_name)
-    except ValueError:
-        return {}
-    return {k: v for k, v in signature_defaults(cls.__init__, skip=2).items() if k not in IMPLEMENTATION_ARGS}
+class _ClassDefaults(Mapping[str, Any]):
+    """The class's constructor defaults (its signature, without implementation switches) and the
+    arm's fixed values, read on first use: building the registry must not import the package
+    (~0.3 s), which most runs never need. Empty when the package is not installed (the arm is
+    then refused by name before training)."""
+
+    def __init__(self, class_name: str, fixed: Mapping[str, Any]) -> None:
+        self._class_name, self._fixed = class_name, dict(fixed)
+        self._values: dict[str, Any] | None = None
+
+    def _resolved(self) -> dict[str, Any]:
+        if self._values is None:
+            try:
+                cls = _optimizer_class(self._class_name)
+                found = {k: v for k, v in signature_defaults(cls.__init__, skip=2).items()
+                         if k not in IMPLEMENTATION_ARGS}
+            except ValueError:
+                found = {}
+            self._values = {**found, **self._fixed}
+        return self._values
+
+    def __getitem__(self, key: str) -> Any:
+        return self._resolved()[key]
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(self._resolved())
+
+    def __len__(self) -> int:
+        return len(self._resolved())
+
+    def __repr__(self) -> str:
+        return f"defaults of pytorch_optimizer.{self._class_name}"
 
 
 def _arm(name: str, class_name: str, description: str, *, build: Callable[..., Optimizer] | None = None,
@@ -94,7 +118,7 @@ def _arm(name: str, class_name: str, description: str, *, build: Callable[..., O
         options["space"] = space
     return Arm(name, build or _package_factory(class_name, **fixed),
                description=f"pytorch_optimizer.{class_name}, {description}",
-               defaults={**_class_defaults(class_name), **fixed}, requires=(PACKAGE, *also_requires),
+               defaults=_ClassDefaults(class_name, fixed), requires=(PACKAGE, *also_requires),
                source=f"{PACKAGE}.{class_name}", **options)
 
 

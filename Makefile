@@ -18,10 +18,9 @@ FLOORS_PIP := $(FLOORS_BIN)/python -m pip
 FLOORS_STAMP := $(FLOORS_VENV)/.installed
 FLOORS_TESTS ?= tests/tuning/test_study.py tests/tuning/test_optuna_api.py tests/tuning/test_journal.py \
 	tests/tuning/test_space.py tests/tuning/test_postgres.py::test_three_workers_share_one_study_with_exactly_n_trials \
-	tests/tuning/test_shared.py::test_two_runs_with_different_folders_share_a_journal_without_touching_each_others_trials \
 	tests/test_resume.py::test_a_two_hyperparameter_space_resumes_bit_identically tests/pipeline/test_compare.py \
-	tests/test_cli.py tests/test_config.py tests/report tests/test_stats.py tests/arms/test_every_arm.py \
-	tests/workloads/test_digits.py
+	tests/test_cli.py::test_tiny_compare_through_the_console_script tests/test_cli.py::test_bad_config_file \
+	tests/test_config.py tests/report tests/test_stats.py tests/arms/test_every_arm.py tests/workloads/test_digits.py
 
 .PHONY: demo test test-floors install benchmark clean
 

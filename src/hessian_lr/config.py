@@ -182,6 +182,14 @@ class CompareConfig:
         return max(1, min(len(self.optimizers), available_cores() // self.threads))
 
     @property
+    def batching(self) -> bool:
+        """Whether runs go through the batched engine (K models at once where the arm's step
+        stacks, and one model on the engine's hand-written gradient path where that serves it).
+        False only in the plain sequential mode — ``batch_trials`` 1 and no start-up batch —
+        where every model trains alone in the plain reference loop."""
+        return self.batch_trials > 1 or self.batch_startup
+
+    @property
     def finals_batch(self) -> int:
         """How many final runs train at once: ``batch_trials`` when it is above 1, else all the
         seeds of a setting as one batch — except in the plain sequential mode (``batch_trials``

@@ -99,7 +99,7 @@ def tune_arm(config: CompareConfig, arm_name: str, study_index: int = 0, *, owns
     def objective(points: Sequence[dict]) -> list[tuple[float | None, dict]]:
         # The study hands over the trials that may train together (a batch, or TPE's start-up).
         runs = [Run(_hyperparameters(arm, point), config.seed) for point in points]
-        results = train(workload, arm, runs, epochs=config.epochs, evaluate_test=False, batch=len(runs) > 1,
+        results = train(workload, arm, runs, epochs=config.epochs, evaluate_test=False, batch=config.batching,
                         progress=epoch)
         return [(r.val_loss, {"val_loss_curve": r.val_loss_curve, "wall_s": r.wall_s}) for r in results]
 
@@ -166,7 +166,7 @@ def train_finals(task: FinalsTask, progress: Progress = no_progress) -> None:
     for start in range(0, len(todo), size):
         chunk = todo[start : start + size]
         results = train(workload, arm, [Run(r.hyperparameters, r.seed) for r in chunk], epochs=config.epochs,
-                        batch=len(chunk) > 1, progress=lambda count: progress(ProgressEvent("final", "epoch",
+                        batch=config.batching, progress=lambda count: progress(ProgressEvent("final", "epoch",
                                                                                              count=count)))
         for run, result in zip(chunk, results):
             store.save(run, result.to_dict())

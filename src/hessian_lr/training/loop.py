@@ -233,20 +233,29 @@ def flush_subnormals() -> None:
     torch.set_flush_denormal(True)
 
 
+def _stacked_serves_one(workload: Workload, arm: Arm) -> bool:
+    """Whether one model trains faster stacked: the hand-written batched MLP backward applies."""
+    from hessian_lr.training.stacked import hand_written_path_serves
+
+    return hand_written_path_serves(workload, arm)
+
+
 def train(workload: Workload, arm: Arm, runs: Sequence[Run], *, epochs: int, evaluate_test: bool = True,
           batch: bool = True, progress: Progress | None = None) -> list[RunResult]:
     """Train one fresh model per run; results in the order of ``runs``.
 
-    With ``batch`` and more than one run, the runs train at once as stacked models when the
-    arm's step allows it (``TrainStep.stacks``); otherwise one after another, each through the
-    same skeleton with :class:`~hessian_lr.training.single.SingleModel`. Subnormal floats are
-    flushed to zero in this process (:func:`flush_subnormals`).
+    With ``batch`` the runs train at once as stacked models when the arm's step allows it
+    (``TrainStep.stacks``) — a single run too where the engine's hand-written MLP backward serves
+    the workload (~1.5× faster than autograd through the module for one model); otherwise one
+    after another, each through the same skeleton with
+    :class:`~hessian_lr.training.single.SingleModel`, the plain reference loop. Subnormal floats
+    are flushed to zero in this process (:func:`flush_subnormals`).
     """
     flush_subnormals()
     runs = [r if isinstance(r, Run) else Run(*r) for r in runs]
     if not runs:
         return []
-    if batch and len(runs) > 1 and arm.step.stacks:
+    if batch and arm.step.stacks and (len(runs) > 1 or _stacked_serves_one(workload, arm)):
         from hessian_lr.training.stacked import StackedModels
         from hessian_lr.training.stacking import hyperparameter_key
 

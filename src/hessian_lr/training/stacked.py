@@ -40,6 +40,7 @@ learning rates a one-ulp difference grows like any perturbation (``docs/engine.m
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,12 +53,27 @@ from torch.optim import Optimizer
 from hessian_lr.arms import Arm
 from hessian_lr.training import conv as _conv  # noqa: F401  (registers the Mnist1dCNN batched forward)
 from hessian_lr.training.forward import batched_forward
-from hessian_lr.training.loop import Run, initial_model
+from hessian_lr.training.loop import GLOBAL_RNG_LOCK, Run, initial_model
 from hessian_lr.training.mlp import BatchedMLP
 from hessian_lr.training.stacking import LR, compact_optimizer, drop_parameters, hyperparameter_key, stacking_of
 from hessian_lr.workloads import Workload
 
-__all__ = ["StackedModels", "generic_path_supports"]
+__all__ = ["StackedModels", "generic_path_supports", "hand_written_path_serves"]
+
+
+@functools.lru_cache(maxsize=None)
+def _model_structure(workload: Workload) -> nn.Module:
+    """A throwaway model of ``workload`` (its structure only), built without touching torch's
+    global RNG."""
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
+        return workload.build_model()
+
+
+def hand_written_path_serves(workload: Workload, arm: Arm) -> bool:
+    """Whether the gradients of ``arm`` on ``workload`` come from the hand-written batched MLP
+    backward (:class:`~hessian_lr.training.mlp.BatchedMLP`)."""
+    return arm.step.plain and BatchedMLP.supports(_model_structure(workload), workload.loss_fn,
+                                                   l2=float(getattr(workload, "l2", 0.0)))
 
 
 def generic_path_supports(model: nn.Module) -> bool:
@@ -146,8 +162,7 @@ class StackedModels:
             torch.stack([initial[run.seed][i] for run in self.runs], out=block)
         self.l2 = float(getattr(workload, "l2", 0.0))
 
-        self.mlp = BatchedMLP(model, self.names) if (
-            arm.step.plain and BatchedMLP.supports(model, workload.loss_fn, l2=self.l2)) else None
+        self.mlp = BatchedMLP(model, self.names) if hand_written_path_serves(workload, arm) else None
         if self.mlp is None and not generic_path_supports(model):
             raise ValueError(f"workload {workload.name!r}: its model has buffers or dropout, which the batched "
                              "engine does not stack")

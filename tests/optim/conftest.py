@@ -7,27 +7,10 @@
 
 from __future__ import annotations
 
-import shutil
-import warnings
-
 import pytest
 import torch
 
-from hessian_lr.optim import kernel
-
-_KERNEL: list = []
-
-
-def kernel_or_skip() -> None:
-    if not _KERNEL:
-        if shutil.which("c++") is None and shutil.which("g++") is None:
-            _KERNEL.append(None)
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                _KERNEL.append(kernel.load(compile=True))
-    if _KERNEL[0] is None:
-        pytest.skip("compiled kernel unavailable (no C++ toolchain)")
+from optim_helpers import KERNEL, kernel_or_skip
 
 
 @pytest.fixture(params=["torch", "kernel"])
@@ -41,7 +24,7 @@ def path(request) -> str:
 @pytest.fixture
 def kernel_module():
     kernel_or_skip()
-    return _KERNEL[0]
+    return KERNEL[0]
 
 
 @pytest.fixture(autouse=True)

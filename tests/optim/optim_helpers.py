@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+import shutil
+import warnings
+
+import pytest
 import torch
 
 from hessian_lr.optim import functional as F
+from hessian_lr.optim import kernel
+
+# Imported by name from here (not from conftest: several test folders have a conftest.py, and in a
+# full run the module called "conftest" may be another folder's).
+KERNEL: list = []
+
+
+def kernel_or_skip() -> None:
+    """Build (once, cached on disk) or load the compiled grad-diff kernel; skip without a C++ toolchain."""
+    if not KERNEL:
+        if shutil.which("c++") is None and shutil.which("g++") is None:
+            KERNEL.append(None)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                KERNEL.append(kernel.load(compile=True))
+    if KERNEL[0] is None:
+        pytest.skip("compiled kernel unavailable (no C++ toolchain)")
 
 
 def mlp(seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.nn.Module:

@@ -127,7 +127,7 @@ def _nonfinite_on_one_rank(rank: int, out, fully_shard) -> None:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from conftest import kernel_or_skip
+    from optim_helpers import kernel_or_skip
 
     try:
         kernel_or_skip()

@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import kernel_or_skip
+from optim_helpers import kernel_or_skip
 from optim_helpers import loss_fn, mlp, train
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 

@@ -60,6 +60,8 @@ test-floors: $(STAMP) $(FLOORS_STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/step_overhead.py
+	$(BIN)/python benchmarks/batched_training.py
+	$(BIN)/python benchmarks/batched_training.py --workload mnist1d-cnn --arms adam,hessian-adam,adabelief
 	$(BIN)/python benchmarks/pipeline.py
 
 clean:

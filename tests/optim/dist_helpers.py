@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,18 +16,22 @@ import torch.multiprocessing as mp
 WORLD = 2
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def rendezvous() -> str:
+    """A fresh rendezvous for one process group: a file path for torch's FileStore. (A TCP port
+    found free here could be taken by another test before the ranks bind it — in a loaded full run
+    one rank then died with "terminate called without an active exception"; gloo's own
+    connections take ports the kernel hands out.)"""
+    handle, path = tempfile.mkstemp(prefix="hessian-lr-gloo-")
+    os.close(handle)
+    os.unlink(path)  # FileStore creates it; a leftover file from another group would confuse it
+    return path
 
 
-def init_gloo(rank: int, port: int) -> None:
+def init_gloo(rank: int, rendezvous: str) -> None:
     """One process of the group: 1 intra-op thread (the machine has 2 cores for 2 ranks)."""
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=60))
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD,
+                            timeout=datetime.timedelta(seconds=60))
 
 
 def save_atomically(obj, path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from dist_helpers import WORLD, free_port, init_gloo, save_atomically, spawn
+from dist_helpers import WORLD, init_gloo, rendezvous, save_atomically, spawn
 
 from hessian_lr.optim import HessianLRAdaptation
 
@@ -25,8 +25,8 @@ def _opt(model, fused):
     return HessianLRAdaptation(torch.optim.Adam(model.parameters(), lr=1e-2), beta=0.9, fused=fused)
 
 
-def _worker(rank: int, port: int, out: str, fused: bool) -> None:
-    init_gloo(rank, port)
+def _worker(rank: int, rendezvous_path: str, out: str, fused: bool) -> None:
+    init_gloo(rank, rendezvous_path)
     try:
         model = torch.nn.parallel.DistributedDataParallel(_model())
         opt = _opt(model, fused)
@@ -44,7 +44,7 @@ def _worker(rank: int, port: int, out: str, fused: bool) -> None:
 
 def test_ddp_matches_single_process(tmp_path, path):
     fused = path == "kernel"
-    spawn(_worker, (free_port(), tmp_path, fused), [tmp_path / f"rank{r}.pt" for r in range(WORLD)])
+    spawn(_worker, (rendezvous(), tmp_path, fused), [tmp_path / f"rank{r}.pt" for r in range(WORLD)])
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert all(torch.equal(a, b) for a, b in zip(rank0, rank1)), "ranks disagree"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.distributed as dist
-from dist_helpers import free_port, init_gloo, save_atomically, spawn
+from dist_helpers import init_gloo, rendezvous, save_atomically, spawn
 
 from hessian_lr.optim import HessianLRAdaptation
 
@@ -49,7 +49,7 @@ def _train(model, opt, steps, start, rank=None):
         opt.step()
 
 
-def _worker(rank: int, port: int, out, phase: str) -> None:
+def _worker(rank: int, rendezvous_path: str, out, phase: str) -> None:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import (
         get_model_state_dict,
@@ -62,7 +62,7 @@ def _worker(rank: int, port: int, out, phase: str) -> None:
 
     from hessian_lr.optim import kernel
 
-    init_gloo(rank, port)
+    init_gloo(rank, rendezvous_path)
     try:
         kernel.load(compile=False)  # built by the parent (conftest) when the kernel path is tested
         results = {}
@@ -134,7 +134,7 @@ def trained(tmp_path_factory):
     except pytest.skip.Exception:
         pass  # the "kernel" model then runs the eager path; its test skips below
     out = tmp_path_factory.mktemp("fsdp")
-    spawn(_worker, (free_port(), out, "train"), [out / "train.pt", out / "nonfinite-rank0.pt", out / "nonfinite-rank1.pt"])
+    spawn(_worker, (rendezvous(), out, "train"), [out / "train.pt", out / "nonfinite-rank0.pt", out / "nonfinite-rank1.pt"])
     return out
 
 
@@ -155,7 +155,7 @@ def test_fsdp2_matches_unsharded_training(trained, path):
 
 
 def test_fsdp2_dcp_checkpoint_resumes_exactly_after_a_restart(trained):
-    spawn(_worker, (free_port(), trained, "resume"), [trained / "resume.pt"])
+    spawn(_worker, (rendezvous(), trained, "resume"), [trained / "resume.pt"])
     straight = torch.load(trained / "train.pt", weights_only=True)
     resumed = torch.load(trained / "resume.pt", weights_only=True)
     for path in PATHS:

@@ -151,3 +151,16 @@ def test_register_refuses_a_second_arm_of_the_same_name():
 
     with pytest.raises(ValueError, match="an arm named 'adam' is already registered"):
         register(Arm("adam", torch.optim.Adam))
+
+
+def test_muon_tunes_both_parts_with_one_lr():
+    """The AdamW part of the muon arm keeps the package defaults' ratio to Muon's lr (3e-4 : 0.02)
+    unless given its own."""
+    from hessian_lr.arms.baselines import MUON_ADAMW_LR_RATIO
+
+    params = [torch.nn.Parameter(torch.zeros(4, 3)), torch.nn.Parameter(torch.zeros(4))]
+    groups = {g["use_muon"]: g["lr"] for g in get_arm("muon").build(params, lr=0.01).param_groups}
+    assert groups == {True: 0.01, False: pytest.approx(MUON_ADAMW_LR_RATIO * 0.01)}
+    assert MUON_ADAMW_LR_RATIO == pytest.approx(3e-4 / 0.02)
+    own = get_arm("muon").build(params, lr=0.01, adamw_lr=1e-3).param_groups
+    assert {g["use_muon"]: g["lr"] for g in own} == {True: 0.01, False: 1e-3}

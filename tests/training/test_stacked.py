@@ -86,10 +86,12 @@ def test_the_engine_shares_optimizers_where_the_probe_allows_and_gives_the_rest_
     assert layout == [(0, 2, "stacked", True), (2, 4, "stacked", True)]  # two stacked optimizers, per-row lrs
     assert models.mlp is not None  # the hand-written MLP gradients
     assert units("adam", [Run({"lr": 1e-3}, 0), Run({"lr": 1e-3}, 1)])[0] == [(0, 2, "stacked", False)]
-    # Muon: its AdamW part has an lr of its own, so rows at different lrs cannot share it
-    assert units("muon", [Run({"lr": 1e-3}, 0), Run({"lr": 2e-3}, 1)])[0] == [(0, 1, "model", False),
-                                                                             (1, 2, "model", False)]
+    # Muon: one pooled optimizer over the models' separate matrices (its AdamW part's lr follows the
+    # lr, so per-row lrs scale); with an AdamW lr of its own, rows at different lrs cannot share it
+    assert units("muon", [Run({"lr": 1e-3}, 0), Run({"lr": 2e-3}, 1)])[0] == [(0, 2, "pooled", True)]
     assert units("muon", [Run({"lr": 1e-3}, 0), Run({"lr": 1e-3}, 1)])[0] == [(0, 2, "pooled", False)]
+    fixed_adamw = [Run({"lr": 1e-3, "adamw_lr": 3e-4}, 0), Run({"lr": 2e-3, "adamw_lr": 3e-4}, 1)]
+    assert units("muon", fixed_adamw)[0] == [(0, 1, "model", False), (1, 2, "model", False)]
     assert units("soap", [Run({"lr": 1e-3}, 0), Run({"lr": 2e-3}, 1)])[0] == [(0, 2, "pooled", True)]
     assert units("prodigy", [Run({"lr": 1.0}, 0), Run({"lr": 1.0}, 1)])[0] == [(0, 1, "model", False),
                                                                               (1, 2, "model", False)]

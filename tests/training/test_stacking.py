@@ -35,7 +35,7 @@ def test_elementwise_optimizers_linear_in_the_lr_stack(arm):
 NOT_STACKABLE = {
     "soap": (False, True, True),  # per-tensor preconditioners: one optimizer over separate tensors is fine
     "shampoo": (False, True, True),
-    "muon": (False, False, True),  # its AdamW part has its own lr: per-row lrs cannot be scaled in
+    "muon": (False, True, True),  # its AdamW part's lr follows the lr (the arm keeps the package's ratio)
     "schedulefree-adamw": (False, False, True),  # lr-dependent averaging weights
     "apollo": (False, False, True),
     "kron": (False, False, False),  # random preconditioner updates: one draw per optimizer

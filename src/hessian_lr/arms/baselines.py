@@ -9,8 +9,9 @@ strongest peers, with the special calls their authors prescribe:
 
 * ``soap`` — SOAP (Vyas et al. 2024, arXiv:2409.11321): Adam in Shampoo's eigenbasis.
 * ``muon`` — Muon (Jordan et al. 2024): Newton–Schulz-orthogonalised momentum on the ≥ 2-D
-  weight matrices, AdamW (the package's ``adamw_*`` defaults, lr 3e-4) on every other tensor,
-  as its authors prescribe (the package's ``use_muon`` group flag).
+  weight matrices, AdamW (the package's ``adamw_*`` defaults) on every other tensor, as its
+  authors prescribe (the package's ``use_muon`` group flag). The AdamW part's lr keeps the
+  package defaults' ratio to Muon's (3e-4 : 0.02), so tuning the lr tunes both parts.
 * ``schedulefree-adamw`` — Schedule-Free AdamW (Defazio et al. 2024, arXiv:2405.15682; the
   AlgoPerf 2024 self-tuning winner): ``optimizer.train()`` before training steps,
   ``optimizer.eval()`` before every evaluation (it evaluates an average of the iterates).
@@ -66,9 +67,17 @@ def _package_factory(class_name: str, **fixed: Any) -> Callable[..., Optimizer]:
     return build
 
 
+# The package's defaults: Muon lr 0.02, AdamW part lr 3e-4. The arm keeps that ratio when its lr
+# is tuned, so one lr sets both parts (the AdamW part is not left at 3e-4 whatever Muon's lr is).
+MUON_ADAMW_LR_RATIO = 3e-4 / 0.02
+
+
 def _muon(params: Iterable[Tensor], **hyperparameters: Any) -> Optimizer:
-    """Muon on the ≥ 2-D tensors, the package's AdamW on the others (empty groups left out)."""
+    """Muon on the ≥ 2-D tensors, the package's AdamW on the others (empty groups left out); the
+    AdamW part's lr is ``MUON_ADAMW_LR_RATIO`` × the lr unless ``adamw_lr`` is given."""
     params = list(params)
+    if "lr" in hyperparameters and "adamw_lr" not in hyperparameters:
+        hyperparameters["adamw_lr"] = MUON_ADAMW_LR_RATIO * hyperparameters["lr"]
     groups = [{"params": [p for p in params if p.ndim >= 2], "use_muon": True},
               {"params": [p for p in params if p.ndim < 2], "use_muon": False}]
     return _optimizer_class("Muon")([g for g in groups if g["params"]], **hyperparameters)
@@ -133,8 +142,8 @@ BASELINE_ARMS: list[Arm] = [
     _arm("adan", "Adan", "package defaults"),
     _arm("soap", "SOAP", "package defaults (betas (0.95, 0.95), weight_decay 0.01, preconditioner every 10 steps)",
          relative_cost=3.0),
-    _arm("muon", "Muon", "Muon on the >= 2-D weights, the package's AdamW (lr 3e-4, betas (0.9, 0.95)) on the "
-         "other tensors", build=_muon, relative_cost=2.0),
+    _arm("muon", "Muon", "Muon on the >= 2-D weights, the package's AdamW (betas (0.9, 0.95), lr 0.015 x Muon's, "
+         "the package defaults' ratio) on the other tensors", build=_muon, relative_cost=2.0),
     _arm("schedulefree-adamw", "ScheduleFreeAdamW", "package defaults; train() before training, eval() before "
          "evaluation", step=ScheduleFreeStep()),
     _arm("shampoo", "Shampoo", "package defaults (preconditioner every step, matrix_eps 1e-6)", relative_cost=3.0),

@@ -53,11 +53,13 @@ AFTER_COMPACTION_STEPS = 4
 PROBE_DIM = 16  # the probe's tensors: the model's shapes with every dimension capped (cheap, same ranks)
 ROW_CURVATURES = (1.0, 10.0, 0.1)
 LR_FACTORS = (1.0, 0.31, 0.047)  # the reference row and two smaller lrs
-# Agreement, relative to each row's own parameter change (float64). A coupling across rows shows
-# at O(1) (the rows' curvatures are decades apart); stacked elementwise rules agree to rounding;
-# pooled matrix rules (eigendecompositions, matrix roots, batched by shape or not) to ~1e-6.
+# Agreement, relative to each row's own parameter change. A coupling across rows shows at O(1)
+# (the rows' curvatures are decades apart). Stacked elementwise rules agree to float64 rounding.
+# Pooled matrix rules agree to the rounding of their own arithmetic, which batching same-shaped
+# tensors changes: ~1e-6 for eigendecompositions and matrix roots in float64, ~1e-3 for Muon,
+# whose Newton-Schulz iteration runs in bfloat16 whatever the parameters' dtype.
 RTOL = 1e-9
-POOLED_RTOL = 1e-4
+POOLED_RTOL = 1e-2
 ATOL = 1e-13  # times the parameters' magnitude: float64 rounding of the two ways
 
 

@@ -169,10 +169,9 @@ class StackedModels:
         self.gflat = torch.zeros_like(self.flat) if self.mlp is not None else None
         self.grads = _views(self.gflat, self.shapes, k) if self.gflat is not None else []
         self.units = self._build_units()
-        self._scaled = any(u.lr_scale is not None for u in self.units)
-        self._saved = torch.empty_like(self.flat) if self._scaled else None
-        self._scale_flat = self._flat_scale() if self._scaled else None
+        self._prepare_scaling()
         self.stopped = torch.zeros(k, dtype=torch.bool)
+        self._any_stopped = False  # mirrors stopped.any(), read every step without a tensor op
         self.steps = 0
         self._functional = None if self.mlp is not None else self._make_functional()
 
@@ -250,13 +249,27 @@ class StackedModels:
         view.grad = grad
         return view
 
-    def _flat_scale(self) -> Tensor:
-        """Per-element lr scales over the flat buffer (1 outside stacked units with mixed lrs)."""
+    def _prepare_scaling(self) -> None:
+        """The buffers of the per-row lr scaling (none when no unit needs it)."""
+        self._scaled = any(u.lr_scale is not None for u in self.units)
+        self._saved = torch.empty_like(self.flat) if self._scaled else None
+        self._saved_blocks = _views(self._saved, self.shapes, len(self.runs)) if self._scaled else []
+        self._scales = self._row_scales() if self._scaled else []
+
+    def _row_scales(self) -> list[Tensor]:
+        """Per parameter block, the rows' lr scales as a ``[K, 1, ...]`` column (1 outside units
+        with mixed lrs) that broadcasts over the block: a full-size scale vector would be one
+        more model-sized array to stream through the cache every step."""
         scale = torch.ones(len(self.runs), dtype=self.flat.dtype)
         for unit in self.units:
             if unit.lr_scale is not None:
                 scale[unit.start : unit.stop] = unit.lr_scale
-        return torch.cat([scale.repeat_interleave(math.prod(s)) for s in self.shapes])
+        return [scale.view(-1, *([1] * len(shape))) for shape in self.shapes]
+
+    def _rescale_changes(self) -> None:
+        """Row k's parameter change since ``_saved`` times its lr scale: θ = saved + s (θ - saved)."""
+        for block, saved, scale in zip(self.params, self._saved_blocks, self._scales):
+            torch.lerp(saved, block, scale, out=block)
 
     def _make_functional(self) -> dict[str, Any]:
         from torch.func import vmap
@@ -360,18 +373,22 @@ class StackedModels:
         if newly is not None:
             newly &= ~self.stopped
             self.stopped |= newly
-        if bool(self.stopped.any()):
+            self._any_stopped = bool(self.stopped.any())
+        if self._any_stopped:
             self._zero_rows(self.stopped)
         with torch.no_grad():
             if self._scaled:
                 self._saved.copy_(self.flat)
             for unit in self.units:
-                if unit.kind != MODEL or not bool(self.stopped[unit.start]):
-                    with self._own_rng(unit):
+                if unit.kind != MODEL or not (self._any_stopped and bool(self.stopped[unit.start])):
+                    if unit.rng is None:
                         unit.optimizer.step()
+                    else:
+                        with self._own_rng(unit):
+                            unit.optimizer.step()
             if self._scaled:
-                self.flat.sub_(self._saved).mul_(self._scale_flat).add_(self._saved)
-            if bool(self.stopped.any()):
+                self._rescale_changes()
+            if self._any_stopped:
                 for block in self.params:
                     block[self.stopped] = 0.0
         if self.mlp is None:
@@ -382,6 +399,7 @@ class StackedModels:
 
     def resume(self) -> None:
         self.stopped.zero_()
+        self._any_stopped = False
 
     # -- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -435,7 +453,6 @@ class StackedModels:
                     leaf.grad = grad
         self.units = units
         self.runs = [self.runs[p] for p in positions]
-        self._scaled = any(u.lr_scale is not None for u in self.units)
-        self._saved = torch.empty_like(self.flat) if self._scaled else None
-        self._scale_flat = self._flat_scale() if self._scaled else None
+        self._prepare_scaling()
         self.stopped = torch.zeros(k, dtype=torch.bool)
+        self._any_stopped = False

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from optim_helpers import KERNEL, kernel_or_skip
 
@@ -25,11 +24,3 @@ def path(request) -> str:
 def kernel_module():
     kernel_or_skip()
     return KERNEL[0]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -38,6 +38,7 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage
 
+from hessian_lr.results import atomic_write_bytes
 from hessian_lr.tuning import optuna_api
 from hessian_lr.tuning.optuna_api import StorageLost
 
@@ -217,17 +218,7 @@ def _repair_locked(path: Path) -> str | None:
     try:
         shutil.copy2(path, backup)
         kept = b"".join(line + b"\n" for i, line in enumerate(lines) if i not in set(bad))
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            os.fchmod(fd, path.stat().st_mode & 0o777)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(kept)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, kept, mode=path.stat().st_mode & 0o777)
     except OSError as exc:
         raise JournalWriteError(f"cannot repair the journal {path}: {exc.strerror or exc}") from None
     what = []

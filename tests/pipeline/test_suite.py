@@ -78,3 +78,41 @@ def test_every_workload_shares_the_arms_spaces_and_seeds(tmp_path):
         assert compare.workload == name and compare.out == tmp_path / name
         assert (compare.space, compare.seeds, compare.studies, compare.ablation) == ("wide", 3, 2, False)
         assert compare.epochs == get_workload(name).epochs  # each workload trains for its own budget
+
+
+SUITE_ARGS = ["suite", "--workloads", ",".join(WORKLOADS), "--optimizers", "adam,hessian-adam", "--trials", "3",
+              "--seeds", "2", "--workers", "1", "--batch-trials", "1", "--no-batch-startup", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    from announced import run_ok
+
+    reference = tmp_path_factory.mktemp("uninterrupted")
+    run_ok([*SUITE_ARGS, "--out", str(reference)])
+    return reference
+
+
+@pytest.mark.parametrize("event", ["trial-told *#8", "final-saved *#7"])
+def test_a_suite_killed_and_rerun_gives_the_suite_json_of_an_uninterrupted_run(uninterrupted, tmp_path, event):
+    """SIGKILL the suite (plain sequential mode) where it announces ``event`` — in the second
+    workload's tuning (the first one's outputs written), in its finals — and run the same command
+    again: suite.json is the uninterrupted run's (timings aside)."""
+    from announced import Announced, run_ok
+
+    reference = uninterrupted
+    out = tmp_path / "killed"
+    with Announced([*SUITE_ARGS, "--out", str(out)], hold=[event]) as run:
+        run.wait_for(event.split("#")[0], count=int(event.split("#")[1]))
+        run.kill()
+    assert not (out / "suite.json").exists()
+    run_ok([*SUITE_ARGS, "--out", str(out)])
+
+    def comparable(folder):
+        data = without_timing(json.loads((folder / "suite.json").read_text()))
+        # the conclusion's sentence on the wall-seconds profile quotes timings too
+        data["summary"]["conclusion"]["overall"] = [line for line in data["summary"]["conclusion"]["overall"]
+                                                    if "wall seconds" not in line]
+        return json.loads(json.dumps(data).replace(str(folder), "OUT"))
+
+    assert comparable(out) == comparable(reference)

@@ -116,3 +116,11 @@ def test_a_suite_killed_and_rerun_gives_the_suite_json_of_an_uninterrupted_run(u
         return json.loads(json.dumps(data).replace(str(folder), "OUT"))
 
     assert comparable(out) == comparable(reference)
+
+
+def test_repeated_studies_show_the_tuning_luck_in_the_suite_report(tmp_path):
+    suite = run_suite(tiny(tmp_path, workloads=("digits-softmax",), trials=3, seeds=2, studies=2, fidelity=False))
+    studies = suite["workloads"]["digits-softmax"]["optimizers"]["adam"]["studies"]
+    assert [s["study"] for s in studies] == [0, 1] and [s["sampler_seed"] for s in studies] == [0, 1]
+    report = (tmp_path / "suite.md").read_text()
+    assert "## Tuning luck" in report and "| digits-softmax | hessian-adam | 2 |" in report

@@ -357,6 +357,42 @@ def _conclusion(analysis: SuiteAnalysis) -> list[Block]:
     return blocks
 
 
+def _range_cell(median: float | None, low: float | None, high: float | None) -> str:
+    return "—" if median is None else f"{fmt(median)} [{fmt(low)}, {fmt(high)}]"
+
+
+def _tuning_luck(analysis: SuiteAnalysis) -> list[Block]:
+    """With ``--studies K`` > 1: per workload and arm, the spread of the tuned result over the K
+    independent studies and the budget curve at a few budgets (Sivaprasad et al. 2020); each
+    workload's own report (``<workload>/report.md``) draws the curves in full."""
+    from hessian_lr.report.budget import budget_curve, spreads_from_results, studies_from_results
+
+    rows = []
+    for workload, results in analysis.results.items():
+        studies = studies_from_results(results)
+        if max((len(s) for s in studies.values()), default=1) < 2:
+            continue
+        spreads = spreads_from_results(results)
+        for arm in analysis.arms:
+            if arm not in studies:
+                continue
+            curve = budget_curve(studies[arm], arm)
+            at = "; ".join(f"{n}: {_range_cell(curve.median[i], curve.low[i], curve.high[i])}"
+                           for i, n in enumerate(curve.budgets) if n in (1, 5, 10) or i == len(curve.budgets) - 1)
+            spread = spreads[arm]
+            rows.append([workload, arm, str(len(studies[arm])),
+                         _range_cell(spread.best_median, spread.best_low, spread.best_high),
+                         _range_cell(spread.final_median, spread.final_low, spread.final_high), at])
+    if not rows:
+        return []
+    return [("h", 2, "Tuning luck"),
+            ("p", "Each arm tuned in independent studies (different sampler seeds, the same budget each; the finals "
+                  "of every study's best setting): median [range] over the studies of the best tuning objective, of "
+                  "the final validation loss, and of the best objective after n trials (the budget curve; "
+                  "Sivaprasad et al. 2020). Each workload's report draws the full curves."),
+            ("table", ["workload", "arm", "studies", "best objective", "final val loss", "best after n trials"], rows)]
+
+
 def suite_document(analysis: SuiteAnalysis, figures: Mapping[str, str] | None = None) -> list[Block]:
     """The suite report's blocks (rendered by ``markdown.to_markdown`` and ``html.to_html``).
 
@@ -381,6 +417,7 @@ def suite_document(analysis: SuiteAnalysis, figures: Mapping[str, str] | None = 
     for w in analysis.workloads:
         blocks += _workload_blocks(analysis, w)
     blocks += _win_tie_loss(analysis)
+    blocks += _tuning_luck(analysis)
     blocks += _profiles(analysis, figures)
     blocks += _fidelity(analysis)
     blocks += _conclusion(analysis)

@@ -4,7 +4,6 @@ cleanups still registered run at the end."""
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 
@@ -23,8 +22,9 @@ def handler():
 
 
 def sigint() -> None:
-    os.kill(os.getpid(), signal.SIGINT)
-    threading.Event().wait(0.05)  # the handler runs at the next bytecode; give it a moment to be delivered
+    # raise_signal delivers to this (the main) thread and runs the Python handler before it
+    # returns; os.kill could land on any thread of the process and leave the handler for later.
+    signal.raise_signal(signal.SIGINT)
 
 
 def test_the_first_sigint_raises_later_ones_are_counted(handler):
@@ -53,13 +53,12 @@ def test_a_deferred_block_that_raises_keeps_its_own_error(handler):
 
 
 DISCARDED = """
-import os, signal, threading
+import signal
 from hessian_lr import interrupts
 
 class SignalsInItsDestructor:
     def __del__(self):
-        os.kill(os.getpid(), signal.SIGINT)
-        threading.Event().wait(0.05)
+        signal.raise_signal(signal.SIGINT)
 
 interrupts.install()
 obj = SignalsInItsDestructor()
@@ -117,6 +116,5 @@ def test_quiet_counts_only_and_cleanups_run_once(handler):
 def test_without_install_python_keeps_its_default_behaviour():
     assert not interrupts.installed()
     with pytest.raises(KeyboardInterrupt):
-        os.kill(os.getpid(), signal.SIGINT)
-        threading.Event().wait(1)
+        sigint()
     interrupts.check()  # nothing counted: no effect

@@ -284,6 +284,56 @@ def test_per_model_optimizers_draw_their_own_random_numbers_as_when_trained_alon
         assert_matches(b, s, rel=1e-5)
 
 
+class _Backward(TrainStep):
+    """A plain backward on the autograd path (``plain = False``: no hand-written MLP backward),
+    optionally followed by a draw from torch's global RNG — what another lane's model does between
+    two steps of this one."""
+
+    plain = False
+
+    def __init__(self, other_lane_draws: bool) -> None:
+        self.other_lane_draws = other_lane_draws
+
+    def backward(self, optimizer, loss, *, logits, step):
+        loss.backward()
+        if self.other_lane_draws:
+            torch.rand(8)
+
+
+@pytest.mark.parametrize("runs", [[Run({"lr": 1e-2}, 0)], [Run({"lr": 1e-2}, 0), Run({"lr": 5e-3}, 1)]],
+                         ids=["one model (SingleModel)", "two per-model optimizers (stacked)"])
+def test_what_another_lane_draws_between_steps_does_not_move_a_models_own_stream(runs):
+    """Kron draws its preconditioner's random vectors from torch's global RNG. A model's optimizer
+    draws from the model's own stream (``ModelRNG``), so draws elsewhere in the process between its
+    steps — another lane training its own model — leave its numbers exactly as they are."""
+    kron = get_arm("kron")
+    quiet, disturbed = (dataclasses.replace(kron, name=f"kron-{draws}", step=_Backward(draws)) for draws in (False, True))
+    for a, b in zip(train(MLP, quiet, runs, epochs=1), train(MLP, disturbed, runs, epochs=1)):
+        assert a.val_loss_curve == b.val_loss_curve and a.test_loss == b.test_loss
+
+
+def test_a_models_own_stream_is_swapped_in_under_the_global_rng_lock():
+    """While a model's stream is active no other thread can take the global RNG (to seed and draw
+    another model's weights, or swap in its own stream), and the global state is restored after."""
+    import threading
+
+    from hessian_lr.training.loop import GLOBAL_RNG_LOCK, ModelRNG
+
+    _, rng = ModelRNG.initial(MLP, 0)
+    outer = torch.get_rng_state()
+    taken = []
+    with rng.active():
+        first = torch.rand(3)
+        other = threading.Thread(target=lambda: taken.append(GLOBAL_RNG_LOCK.acquire(blocking=False)))
+        other.start()
+        other.join()
+    assert taken == [False]
+    assert torch.equal(torch.get_rng_state(), outer)
+    torch.manual_seed(0)  # the stream continues from the weights drawn right after seeding
+    MLP.build_model()
+    assert torch.equal(torch.rand(3), first)
+
+
 @pytest.mark.parametrize(("name", "lr"), [("adahessian", 0.03), ("sophiah", 0.06)])
 def test_graph_step_arms_batch_as_one_at_a_time(name, lr):
     arm = get_arm(name)

@@ -27,12 +27,13 @@ time), including validation.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -44,7 +45,7 @@ from hessian_lr.arms import Arm
 from hessian_lr.workloads import Workload
 
 __all__ = ["Run", "RunResult", "ModelSet", "seed_everything", "initial_model", "train", "train_run",
-           "flush_subnormals", "GLOBAL_RNG_LOCK", "Progress"]
+           "flush_subnormals", "GLOBAL_RNG_LOCK", "ModelRNG", "Progress"]
 
 # torch warns once that backward(create_graph=True) makes a parameter <-> gradient reference cycle;
 # the model sets break it by setting every gradient to None right after each step.
@@ -123,10 +124,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-# Initial weights come from the process-global RNGs. Runs trained at once in several threads of
-# one process (lanes) take this lock around seeding and drawing, so every model still starts
-# from its seed's weights.
-GLOBAL_RNG_LOCK = threading.Lock()
+# Initial weights, and whatever an optimizer draws (Kron's preconditioner updates, AdaHessian's
+# probes, an estimator's seed), come from the process-global RNGs. Runs trained at once in several
+# threads of one process (lanes) take this lock around every use of the global state — seeding and
+# drawing a model, swapping a model's own stream in and out (ModelRNG) — so that each model sees
+# the stream it sees when trained alone. Reentrant: ModelRNG.initial holds it across initial_model.
+GLOBAL_RNG_LOCK = threading.RLock()
 
 
 def initial_model(workload: Workload, seed: int) -> nn.Module:
@@ -135,6 +138,42 @@ def initial_model(workload: Workload, seed: int) -> nn.Module:
     with GLOBAL_RNG_LOCK:
         seed_everything(seed)
         return workload.build_model()
+
+
+class ModelRNG:
+    """One model's own stream of torch's global RNG: the state the global generator would be in
+    for this model had it trained alone in its process (seeded, its weights drawn, then whatever
+    its optimizer drew so far).
+
+    :meth:`active` swaps that state in for a block (building the optimizer, a step) and back out,
+    under :data:`GLOBAL_RNG_LOCK`, so neither another model of the same process nor another lane
+    drawing its initial weights sees or moves it.
+    """
+
+    def __init__(self, state: Tensor) -> None:
+        self.state = state
+
+    @classmethod
+    def initial(cls, workload: Workload, seed: int) -> tuple[nn.Module, ModelRNG]:
+        """:func:`initial_model` and the global RNG state right after it, taken atomically."""
+        with GLOBAL_RNG_LOCK:
+            model = initial_model(workload, seed)
+            return model, cls(torch.get_rng_state())
+
+    def copy(self) -> ModelRNG:
+        """An independent stream starting from the same state (another model of the same seed)."""
+        return ModelRNG(self.state.clone())
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        with GLOBAL_RNG_LOCK:
+            outer = torch.get_rng_state()
+            torch.set_rng_state(self.state)
+            try:
+                yield
+            finally:
+                self.state = torch.get_rng_state()
+                torch.set_rng_state(outer)
 
 
 def _finite(value: float) -> float | None:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from hessian_lr.arms import Arm
-from hessian_lr.training.loop import Run, initial_model
+from hessian_lr.training.loop import ModelRNG, Run
 from hessian_lr.workloads import Workload
 
 __all__ = ["SingleModel"]
@@ -26,9 +26,13 @@ class SingleModel:
 
     def __init__(self, workload: Workload, arm: Arm, run: Run) -> None:
         self.workload, self.arm = workload, arm
-        self.model = initial_model(workload, run.seed)
+        # The model's own stream of the global RNG (its seed, its weights, then what its optimizer
+        # draws), swapped in around building and stepping the optimizer: in lanes another thread's
+        # model uses the global RNG between two steps of this one.
+        self.model, self.rng = ModelRNG.initial(workload, run.seed)
         self.params = list(self.model.parameters())
-        self.optimizer = arm.build(self.params, **run.hyperparameters)
+        with self.rng.active():
+            self.optimizer = arm.build(self.params, **run.hyperparameters)
         self.steps = 0
         self.stopped = False
         self.penalty = getattr(workload, "l2", 0.0) != 0.0
@@ -51,7 +55,8 @@ class SingleModel:
         try:
             self.arm.step.backward(self.optimizer, loss, logits=logits, step=self.steps)
             if self._gradients_finite():
-                self.optimizer.step()
+                with self.rng.active():
+                    self.optimizer.step()
             else:  # the batched engine's rule: a run with an inf/NaN gradient stops, whatever its optimizer does
                 self.stopped = True
         except FloatingPointError:  # HessianLRAdaptation refuses a non-finite gradient

@@ -39,7 +39,6 @@ learning rates a one-ulp difference grows like any perturbation (``docs/engine.m
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 from collections.abc import Sequence
@@ -53,7 +52,7 @@ from torch.optim import Optimizer
 from hessian_lr.arms import Arm
 from hessian_lr.training import conv as _conv  # noqa: F401  (registers the Mnist1dCNN batched forward)
 from hessian_lr.training.forward import batched_forward
-from hessian_lr.training.loop import GLOBAL_RNG_LOCK, Run, initial_model
+from hessian_lr.training.loop import GLOBAL_RNG_LOCK, ModelRNG, Run
 from hessian_lr.training.mlp import BatchedMLP
 from hessian_lr.training.stacking import LR, compact_optimizer, drop_parameters, hyperparameter_key, stacking_of
 from hessian_lr.workloads import Workload
@@ -101,7 +100,7 @@ class _Unit:
     kind: str
     hyperparameters: dict[str, Any]
     lr_scale: Tensor | None = None  # per-row lr / the lr the optimizer steps at (stacked, pooled)
-    rng: Tensor | None = None  # its model's own global-RNG state (model units only), see _own_rng
+    rng: ModelRNG | None = None  # its model's own global-RNG stream (model units only)
 
     @property
     def rows(self) -> range:
@@ -140,16 +139,15 @@ class StackedModels:
         self.runs = list(runs)
 
         initial: dict[int, list[Tensor]] = {}
-        # The global RNG state each seed's model leaves behind: what a per-model optimizer that
+        # The global RNG stream each seed's model leaves behind: what a per-model optimizer that
         # draws from torch's global RNG (SophiaH's and AdaHessian's Hutchinson probes, Kron's
         # preconditioner updates) starts from when its model trains alone.
-        self._rng: dict[int, Tensor] = {}
+        self._rng: dict[int, ModelRNG] = {}
         model = None
         for run in self.runs:
             if run.seed not in initial:
-                model = initial_model(workload, run.seed)
+                model, self._rng[run.seed] = ModelRNG.initial(workload, run.seed)
                 initial[run.seed] = [p.detach() for p in model.parameters()]
-                self._rng[run.seed] = torch.get_rng_state()
         assert model is not None
         self.model = model.eval()
         self.names = [name for name, _ in model.named_parameters()]
@@ -214,27 +212,11 @@ class StackedModels:
         for row in range(start, stop):
             leaves = [self._leaf(block[row], grad) for block, grad in zip(self.params, self._grad_views(row))]
             unit = _Unit(None, leaves, row, row + 1, MODEL, dict(self.runs[row].hyperparameters),  # type: ignore[arg-type]
-                         rng=self._rng[self.runs[row].seed].clone())
-            with self._own_rng(unit):
+                         rng=self._rng[self.runs[row].seed].copy())
+            with unit.rng.active():
                 unit.optimizer = self.arm.build(leaves, **self.runs[row].hyperparameters)
             units.append(unit)
         return units
-
-    @staticmethod
-    @contextlib.contextmanager
-    def _own_rng(unit: _Unit):
-        """Run with torch's global RNG in ``unit``'s own state (a per-model unit: the stream its
-        model sees when trained alone), leaving the global RNG as it was."""
-        if unit.rng is None:
-            yield
-            return
-        outer = torch.get_rng_state()
-        torch.set_rng_state(unit.rng)
-        try:
-            yield
-        finally:
-            unit.rng = torch.get_rng_state()
-            torch.set_rng_state(outer)
 
     def _grad_views(self, rows: int | slice) -> list[Tensor | None]:
         """The gradient buffer's views of ``rows`` per parameter (hand-written path), else Nones."""
@@ -384,7 +366,7 @@ class StackedModels:
                     if unit.rng is None:
                         unit.optimizer.step()
                     else:
-                        with self._own_rng(unit):
+                        with unit.rng.active():
                             unit.optimizer.step()
             if self._scaled:
                 self._rescale_changes()

@@ -43,6 +43,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from hessian_lr.arms import Arm
+from hessian_lr.training.loop import GLOBAL_RNG_LOCK
 
 __all__ = ["Stacking", "stacking_of", "compact_optimizer", "drop_parameters", "hyperparameter_key", "LR"]
 
@@ -311,7 +312,9 @@ def stacking_of(arm: Arm, hyperparameters: Mapping[str, Any], shapes: Sequence[t
            tuple(map(tuple, shapes)))
     found = _CACHE.get(key)
     if found is None:
-        with torch.random.fork_rng(devices=[]):
+        # The probe's optimizers may draw from the global RNG; the lock keeps that, and the
+        # restore at the end, away from a lane drawing its models' weights meanwhile.
+        with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
             try:
                 found = _run_probe(arm, hyperparameters, shapes)
             except Exception as exc:  # noqa: BLE001 - an optimizer that fails on stacked rows is not stackable

@@ -217,7 +217,8 @@ def _repair_locked(path: Path) -> str | None:
     backup = _backup_name(path)
     try:
         shutil.copy2(path, backup)
-        kept = b"".join(line + b"\n" for i, line in enumerate(lines) if i not in set(bad))
+        dropped = set(bad)
+        kept = b"".join(line + b"\n" for i, line in enumerate(lines) if i not in dropped)
         atomic_write_bytes(path, kept, mode=path.stat().st_mode & 0o777)
     except OSError as exc:
         raise JournalWriteError(f"cannot repair the journal {path}: {exc.strerror or exc}") from None

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/batched_training.py [--k 10] [--epochs 3] [--repeats 3]
         [--arms adam,hessian-adam,adabelief,soap,muon] [--workload mnist1d-mlp]
-        [--against COMMIT]
+        [--against COMMIT [--pairs 10]]
 
 For each arm it times ``train(..., batch=False)`` (one model at a time, the nanoGPT-style
 reference loop) and ``train(..., batch=True)`` (K stacked models: the arm's own optimizer, one
@@ -12,10 +12,15 @@ and prints milliseconds per model-epoch and the speed-up. All timings run on one
 count the process's CPU time (``time.process_time``), which other jobs on a shared machine
 disturb far less than wall time (one thread: CPU time is the work done).
 
-``--against COMMIT`` also times the batched engine of an earlier commit (checked out into a
-temporary git worktree and run in its own process, alternating with this tree's runs), e.g. the
-commit before the engine took the arms' own optimizers, whose hand-derived Adam/SGD update
-covered only adam, adamw, sgd and their grad-diff wrappers; its ratio to this tree is printed.
+``--against COMMIT`` also compares this tree's batched engine with an earlier commit's (checked
+out into a temporary git worktree), e.g. the commit before the engine took the arms' own
+optimizers, whose hand-derived Adam/SGD update covered only adam, adamw, sgd and their grad-diff
+wrappers. Both run the same harness, each K-model run in a fresh process (one warm-up epoch, then
+the timed epochs), in ``--pairs`` alternating pairs: a long-lived process is not a fair place for
+one side, since what ran in it before changes the heap and cache state a run finds (measured: this
+tree's batched adam ~5% slower after the one-at-a-time runs than before them). Printed: the
+ratio of the two bests, and the median [min, max] of the per-pair ratios (neighbouring runs share
+the machine's load), which on a shared machine spread over +-10%.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,18 +39,27 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-LEGACY_SNIPPET = """
+# One K-model batched run in a fresh process, for this tree and for an earlier one alike: the
+# engine before the arms' own optimizers (training/batched.py's train_batch) or today's train().
+ENGINE_SNIPPET = """
 import json, sys, time, torch
 torch.set_num_threads(1)
-torch.set_flush_denormal(True)  # as this tree's engine does: the same arithmetic conditions
-from hessian_lr.training.batched import train_batch
+torch.set_flush_denormal(True)  # what train() does: the same arithmetic conditions for both
 from hessian_lr.workloads import get_workload
 arm, k, epochs, workload = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 w = get_workload(workload); w.data
-runs = [(10 ** (-3.5 + 1.5 * i / max(k - 1, 1)), i) for i in range(k)]
-train_batch(w, arm, runs[:2], epochs=1)
+lrs = [10 ** (-3.5 + 1.5 * i / max(k - 1, 1)) for i in range(k)]
+try:
+    from hessian_lr.training.batched import train_batch
+    batched = lambda epochs: train_batch(w, arm, list(zip(lrs, range(k))), epochs=epochs, evaluate_test=False)
+except ImportError:
+    from hessian_lr.arms import get_arm
+    from hessian_lr.training import Run, train
+    runs = [Run({"lr": lr}, i) for i, lr in enumerate(lrs)]
+    batched = lambda epochs: train(w, get_arm(arm), runs, epochs=epochs, evaluate_test=False)
+batched(1)  # warm-up: imports, first allocations, this tree's stacking probe
 start = time.process_time()
-train_batch(w, arm, runs, epochs=epochs, evaluate_test=False)
+batched(epochs)
 print(json.dumps((time.process_time() - start) / (k * epochs)))
 """
 
@@ -55,13 +70,29 @@ def _runs(k: int):
     return [Run({"lr": 10 ** (-3.5 + 1.5 * i / max(k - 1, 1))}, i) for i in range(k)]
 
 
-def _legacy_time(tree: Path, arm: str, k: int, epochs: int, workload: str) -> float | None:
-    """Seconds per model-epoch of the earlier commit's batched engine (None: it lacks the arm)."""
-    out = subprocess.run([sys.executable, "-c", LEGACY_SNIPPET, arm, str(k), str(epochs), workload],
+def _engine_time(tree: Path, arm: str, k: int, epochs: int, workload: str) -> float | None:
+    """Seconds per model-epoch of ``tree``'s batched engine in a fresh process (None: that tree
+    lacks the arm)."""
+    out = subprocess.run([sys.executable, "-c", ENGINE_SNIPPET, arm, str(k), str(epochs), workload],
                          env={**os.environ, "PYTHONPATH": str(tree / "src")}, capture_output=True, text=True)
     if out.returncode != 0:
         return None
     return float(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _against(legacy_tree: Path, commit: str, arm: str, args: argparse.Namespace) -> str:
+    """This tree's and ``commit``'s batched engines in alternating fresh processes (see the module
+    docstring)."""
+    ours, theirs = [], []
+    for _ in range(args.pairs):
+        theirs.append(_engine_time(legacy_tree, arm, args.k, args.epochs, args.workload))
+        if theirs[-1] is None:
+            return f"  | {commit[:10]}: no such arm"
+        ours.append(_engine_time(ROOT, arm, args.k, args.epochs, args.workload))
+    ratios = sorted(a / b for a, b in zip(ours, theirs))
+    return (f"  | fresh processes, {args.pairs} pairs: this {1e3 * min(ours):.2f}, {commit[:10]} {1e3 * min(theirs):.2f}"
+            f" ms; this / that {min(ours) / min(theirs):.2f}x (best / best), {statistics.median(ratios):.2f}x "
+            f"[{ratios[0]:.2f}, {ratios[-1]:.2f}] (pairs)")
 
 
 def main() -> None:
@@ -72,6 +103,7 @@ def main() -> None:
     parser.add_argument("--arms", default="adam,hessian-adam,adabelief,soap,muon")
     parser.add_argument("--workload", default="mnist1d-mlp")
     parser.add_argument("--against", help="a commit whose batched engine to time side by side")
+    parser.add_argument("--pairs", type=int, default=10, help="alternating fresh-process pairs for --against")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from hessian_lr.arms import get_arm
@@ -92,7 +124,7 @@ def main() -> None:
         for name in args.arms.split(","):
             arm = get_arm(name)
             train(workload, arm, runs[:2], epochs=1, batch=True)  # warm-up (and the stacking probe)
-            single = batched = legacy = float("inf")
+            single = batched = float("inf")
             sequential = runs[:3]
             for _ in range(args.repeats):
                 start = time.process_time()
@@ -101,14 +133,10 @@ def main() -> None:
                 start = time.process_time()
                 train(workload, arm, runs, epochs=args.epochs, batch=True, evaluate_test=False)
                 batched = min(batched, (time.process_time() - start) / (args.k * args.epochs))
-                if legacy_tree is not None and legacy is not None:
-                    seconds = _legacy_time(legacy_tree, name, args.k, args.epochs, args.workload)
-                    legacy = None if seconds is None else min(legacy, seconds)
             line = (f"{name:20s} one at a time {1e3 * single:7.2f}  batched {1e3 * batched:7.2f}  "
                     f"speed-up {single / batched:5.2f}x")
             if legacy_tree is not None:
-                line += (f"  | {args.against[:10]}: no such arm" if legacy is None else
-                         f"  | {args.against[:10]} batched {1e3 * legacy:7.2f}  this / that {batched / legacy:5.2f}x")
+                line += _against(legacy_tree, args.against, name, args)
             print(line, flush=True)
     finally:
         if legacy_tree is not None:

@@ -81,3 +81,11 @@ def test_budget_figure_is_deterministic():
     png = budget_curves_png(curves)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and png == budget_curves_png(budget_curves(
         {"adam": STUDIES, "sgd": [[1.3, 1.2, 1.1, 1.1, 1.1]]}))
+
+
+def test_median_and_range_cells_read_as_the_reports_print_them():
+    from hessian_lr.report.formatting import fmt_median_range
+
+    assert fmt_median_range(1.23456, 1.0, 2.5) == "1.2346 [1.0000, 2.5000]"
+    assert fmt_median_range(None, None, None) == "—"  # no study has a successful trial yet
+    assert fmt_median_range(0.5, 0.25, 0.75, digits=2) == "0.50 [0.25, 0.75]"

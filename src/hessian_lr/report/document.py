@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from hessian_lr.report.budget import budget_curves, studies_from_results
-from hessian_lr.report.formatting import MISSING, fmt, fmt_ci, fmt_mean_ci, fmt_p, fmt_pct, fmt_pct_ci, fmt_signed
+from hessian_lr.report.formatting import (MISSING, fmt, fmt_ci, fmt_mean_ci, fmt_median_range, fmt_p, fmt_pct,
+                                         fmt_pct_ci, fmt_signed)
 from hessian_lr.report.spaces import (arm_space, best_point, dimension_text, hyperparameter_names, lr_arms,
                                       packages_text, source_of, space_agreement, tunes_lr, value_text)
 from hessian_lr.report.summary import summarize
@@ -309,7 +310,7 @@ def _studies(results: Results, verdicts: WorkloadVerdicts, figures: dict[str, st
     blocks += [("p", "Budget curves: the best validation loss after n trials of a study, median [min, max] over the "
                      "studies (— while some study has no successful trial yet):"),
                ("table", ["optimizer", *(f"n = {n}" for n in budgets)],
-                [[arm, *(f"{fmt(c.median[n - 1])} [{fmt(c.low[n - 1])}, {fmt(c.high[n - 1])}]" for n in budgets)]
+                [[arm, *(fmt_median_range(c.median[n - 1], c.low[n - 1], c.high[n - 1]) for n in budgets)]
                  for arm, c in curves.items()])]
     if "budget" in figures:
         blocks.append(("img", "best validation loss after n trials: median and range over the studies", "budget"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = ["MISSING", "fmt", "fmt_signed", "fmt_ci", "fmt_p", "fmt_p_inline", "fmt_pct", "fmt_pct_ci",
-           "fmt_mean_ci"]
+           "fmt_mean_ci", "fmt_median_range"]
 
 MISSING = "—"
 
@@ -57,3 +57,8 @@ def fmt_pct_ci(ci: Sequence[float] | None) -> str:
 def fmt_mean_ci(mean: float | None, ci: Sequence[float] | None, digits: int = 4) -> str:
     """``mean [low, high]``, or the mean alone when there is no interval."""
     return fmt(mean, digits) if ci is None else f"{fmt(mean, digits)} {fmt_ci(ci, digits)}"
+
+
+def fmt_median_range(median: float | None, low: float | None, high: float | None, digits: int = 4) -> str:
+    """``median [min, max]`` over repeated studies, or ``—`` when there is no median yet."""
+    return MISSING if median is None else f"{fmt(median, digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"

@@ -41,7 +41,7 @@ from typing import Any
 
 from hessian_lr.report.document import (Block, arms_source_blocks, difference_cells, reproducibility_blocks,
                                         search_space_blocks)
-from hessian_lr.report.formatting import MISSING, fmt, fmt_mean_ci, fmt_p, fmt_pct
+from hessian_lr.report.formatting import MISSING, fmt, fmt_mean_ci, fmt_median_range, fmt_p, fmt_pct
 from hessian_lr.report.html import to_html
 from hessian_lr.report.markdown import to_markdown
 from hessian_lr.report.plots import profiles_png
@@ -357,10 +357,6 @@ def _conclusion(analysis: SuiteAnalysis) -> list[Block]:
     return blocks
 
 
-def _range_cell(median: float | None, low: float | None, high: float | None) -> str:
-    return "—" if median is None else f"{fmt(median)} [{fmt(low)}, {fmt(high)}]"
-
-
 def _tuning_luck(analysis: SuiteAnalysis) -> list[Block]:
     """With ``--studies K`` > 1: per workload and arm, the spread of the tuned result over the K
     independent studies and the budget curve at a few budgets (Sivaprasad et al. 2020); each
@@ -377,12 +373,12 @@ def _tuning_luck(analysis: SuiteAnalysis) -> list[Block]:
             if arm not in studies:
                 continue
             curve = budget_curve(studies[arm], arm)
-            at = "; ".join(f"{n}: {_range_cell(curve.median[i], curve.low[i], curve.high[i])}"
+            at = "; ".join(f"{n}: {fmt_median_range(curve.median[i], curve.low[i], curve.high[i])}"
                            for i, n in enumerate(curve.budgets) if n in (1, 5, 10) or i == len(curve.budgets) - 1)
             spread = spreads[arm]
             rows.append([workload, arm, str(len(studies[arm])),
-                         _range_cell(spread.best_median, spread.best_low, spread.best_high),
-                         _range_cell(spread.final_median, spread.final_low, spread.final_high), at])
+                         fmt_median_range(spread.best_median, spread.best_low, spread.best_high),
+                         fmt_median_range(spread.final_median, spread.final_low, spread.final_high), at])
     if not rows:
         return []
     return [("h", 2, "Tuning luck"),

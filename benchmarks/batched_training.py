@@ -17,8 +17,8 @@ out into a temporary git worktree), e.g. the commit before the engine took the a
 optimizers, whose hand-derived Adam/SGD update covered only adam, adamw, sgd and their grad-diff
 wrappers. Both run the same harness, each K-model run in a fresh process (one warm-up epoch, then
 the timed epochs), in ``--pairs`` alternating pairs: a long-lived process is not a fair place for
-one side, since what ran in it before changes the heap and cache state a run finds (measured: this
-tree's batched adam ~5% slower after the one-at-a-time runs than before them). Printed: the
+one side, since what ran in it before changes the heap and cache state a run finds (measured once:
+this tree's batched adam ~5% slower after the one-at-a-time runs than before them). Printed: the
 ratio of the two bests, and the median [min, max] of the per-pair ratios (neighbouring runs share
 the machine's load), which on a shared machine spread over +-10%.
 """
@@ -46,9 +46,9 @@ import json, sys, time, torch
 torch.set_num_threads(1)
 torch.set_flush_denormal(True)  # what train() does: the same arithmetic conditions for both
 from hessian_lr.workloads import get_workload
-arm, k, epochs, workload = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+arm, lrs, epochs, workload = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+k = len(lrs)
 w = get_workload(workload); w.data
-lrs = [10 ** (-3.5 + 1.5 * i / max(k - 1, 1)) for i in range(k)]
 try:
     from hessian_lr.training.batched import train_batch
     batched = lambda epochs: train_batch(w, arm, list(zip(lrs, range(k))), epochs=epochs, evaluate_test=False)
@@ -64,16 +64,21 @@ print(json.dumps((time.process_time() - start) / (k * epochs)))
 """
 
 
-def _runs(k: int):
+def _lrs(k: int) -> list[float]:
+    """K lrs log-spaced over [10^-3.5, 10^-2] (run i has seed i)."""
+    return [10 ** (-3.5 + 1.5 * i / max(k - 1, 1)) for i in range(k)]
+
+
+def benchmark_runs(k: int):
     from hessian_lr.training import Run
 
-    return [Run({"lr": 10 ** (-3.5 + 1.5 * i / max(k - 1, 1))}, i) for i in range(k)]
+    return [Run({"lr": lr}, i) for i, lr in enumerate(_lrs(k))]
 
 
 def _engine_time(tree: Path, arm: str, k: int, epochs: int, workload: str) -> float | None:
     """Seconds per model-epoch of ``tree``'s batched engine in a fresh process (None: that tree
     lacks the arm)."""
-    out = subprocess.run([sys.executable, "-c", ENGINE_SNIPPET, arm, str(k), str(epochs), workload],
+    out = subprocess.run([sys.executable, "-c", ENGINE_SNIPPET, arm, json.dumps(_lrs(k)), str(epochs), workload],
                          env={**os.environ, "PYTHONPATH": str(tree / "src")}, capture_output=True, text=True)
     if out.returncode != 0:
         return None
@@ -112,7 +117,7 @@ def main() -> None:
 
     workload = get_workload(args.workload)
     workload.data  # load once, outside the timings
-    runs = _runs(args.k)
+    runs = benchmark_runs(args.k)
     legacy_tree = None
     if args.against:
         legacy_tree = Path(tempfile.mkdtemp(prefix="hlr-legacy-")) / "tree"

@@ -24,9 +24,10 @@ from collections.abc import Callable
 
 import torch
 
+from batched_training import benchmark_runs  # the same K runs (a script of this folder)
 from hessian_lr.arms import get_arm
 from hessian_lr.optim import wrapper
-from hessian_lr.training import Run, train
+from hessian_lr.training import train
 from hessian_lr.training.stacked import StackedModels
 from hessian_lr.workloads import get_workload
 
@@ -58,7 +59,7 @@ def main() -> None:
     originals = [(owner, name, getattr(owner, name)) for patches in VARIANTS.values() for owner, name, _ in patches]
     workload = get_workload("mnist1d-mlp")
     workload.data
-    runs = [Run({"lr": 10 ** (-3.5 + 1.5 * i / max(args.k - 1, 1))}, i) for i in range(args.k)]
+    runs = benchmark_runs(args.k)
     print(f"mnist1d-mlp, K={args.k}, {args.epochs} epochs, 1 thread, best of {args.repeats}; CPU ms per model-epoch")
     for name in args.arms.split(","):
         arm = get_arm(name)

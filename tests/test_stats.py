@@ -120,3 +120,66 @@ def test_the_statistics_need_no_scipy_at_run_time():
             "paired([1.0, 2.0, 3.5, 4.0, 5.0, 6.5, 7.0], [1.1, 1.9, 3.0, 4.2, 4.0, 6.0, 7.7]); describe([1.0, 2.0]); "
             "print('scipy.stats' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+# -- rank correlation and its pooled permutation test ------------------------------------------------------
+
+# Two groups worked out by hand. A: ranks x (3, 2, 1), y (1, 3, 2); centred (1, 0, -1) · (-1, 1, 0) = -1 over
+# norm 2, rho = -0.5. B (a tie in y): ranks x (4, 3, 2, 1), y (1.5, 1.5, 3, 4); centred (1.5, 0.5, -0.5, -1.5) ·
+# (-1, -1, 0.5, 1.5) = -4.5 over sqrt(5 * 4.5), rho = -3 / sqrt(10).
+GROUP_A = ([0.9, 0.8, 0.5], [1.0, 1.2, 1.1])
+GROUP_B = ([0.7, 0.6, 0.4, 0.1], [2.0, 2.0, 3.0, 4.0])
+
+
+def test_spearman_by_hand_with_ties_and_against_scipy():
+    from hessian_lr.stats import spearman
+
+    assert spearman(*GROUP_A) == pytest.approx(-0.5, abs=1e-15)
+    assert spearman(*GROUP_B) == pytest.approx(-3 / math.sqrt(10), abs=1e-15)
+    assert spearman([1, 2, 3], [1.0, math.inf, math.inf]) == pytest.approx(math.sqrt(3) / 2)  # inf ranks last, tied
+    assert spearman([1, 2], [3, 3]) is None and spearman([1], [2]) is None
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        x, y = rng.integers(0, 4, 7).astype(float), rng.integers(0, 4, 7).astype(float)
+        ours, theirs = spearman(list(x), list(y)), sp.spearmanr(x, y).statistic
+        assert (ours is None and np.isnan(theirs)) or ours == pytest.approx(theirs, abs=1e-12)
+    with pytest.raises(ValueError, match="paired values"):
+        spearman([1, 2], [1, 2, 3])
+
+
+def test_pooled_permutation_test_exact_by_hand():
+    """Pooled rho = (-0.5 - 3/sqrt 10) / 2. A's 3! orderings give rho -1, -0.5, 0.5, 1 with weights 1, 2, 2, 1
+    (of 6); B's 12 distinct orderings give dot products 2.5 w_a + 1.5 w_b (w: B's centred x ranks, a != b):
+    +-4.5, +-3.5, +-3, +-1.5, +-1, +-0.5, each 1/12. |rho_A + rho_B| >= 0.5 + 3/sqrt 10 when rho_A = +-1 and
+    dot_B >= 3 on the same side (3 of 12), or rho_A = +-0.5 and dot_B = 4.5 on that side (1 of 12):
+    p = 2 * (1/6 * 3/12 + 2/6 * 1/12) = 10/72."""
+    from hessian_lr.stats import pooled_spearman_test
+
+    result = pooled_spearman_test([GROUP_A, GROUP_B])
+    assert result.statistic == pytest.approx((-0.5 - 3 / math.sqrt(10)) / 2, abs=1e-15)
+    assert result.per_group == pytest.approx((-0.5, -3 / math.sqrt(10)))
+    assert (result.method, result.permutations, result.seed) == ("exact", 6 * 24, None)
+    assert result.p_value == pytest.approx(10 / 72, abs=1e-15)
+    one = pooled_spearman_test([([1, 2, 3], [1, 2, 3])])  # rho = 1: 2 of the 6 orderings have |rho| = 1
+    assert (one.statistic, one.p_value) == (1.0, pytest.approx(2 / 6))
+
+
+def test_pooled_permutation_test_monte_carlo_agrees_and_is_seeded(monkeypatch):
+    import hessian_lr.stats as stats
+
+    monkeypatch.setattr(stats, "MAX_EXACT_GROUP", 2)  # too small for these groups: Monte Carlo
+    first = stats.pooled_spearman_test([GROUP_A, GROUP_B], resamples=20_000, seed=3)
+    assert (first.method, first.permutations, first.seed) == ("monte carlo", 20_000, 3)
+    assert first.p_value == pytest.approx(10 / 72, abs=0.01)  # ~4 standard errors
+    assert stats.pooled_spearman_test([GROUP_A, GROUP_B], resamples=20_000, seed=3) == first
+
+
+def test_pooled_permutation_test_refuses_groups_it_cannot_rank():
+    from hessian_lr.stats import pooled_spearman_test
+
+    for bad, fragment in (([], "at least one group"), ([([1, 2], [2, 1])], "at least 3 pairs"),
+                          ([([1, 2, 3], [5, 5, 5])], "no constant side")):
+        with pytest.raises(ValueError, match=fragment):
+            pooled_spearman_test(bad)
+    with pytest.raises(ValueError, match="resamples must be >= 1"):
+        pooled_spearman_test([GROUP_A], resamples=0)

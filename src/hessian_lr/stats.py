@@ -28,6 +28,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
+from typing import Any
 
 __all__ = ["Describe", "Paired", "describe", "t_ci", "paired", "holm", "time_to_target", "median", "t_sf", "t_ppf",
            "wilcoxon_p", "spearman", "PooledCorrelation", "pooled_spearman_test"]
@@ -329,25 +330,27 @@ class PooledCorrelation:
         return asdict(self)
 
 
-def _exact_distribution(groups: Sequence[tuple[list[float], list[float], float]]) -> dict[float, int] | None:
-    """Pooled sum of ρ → number of joint permutations giving it; None when it grows too large."""
-    pooled: dict[float, int] = {0.0: 1}
+def _exact_distribution(groups: Sequence[tuple[list[float], list[float], float]]) -> tuple[Any, Any] | None:
+    """The pooled sum of ρ over all joint permutations: ``(values, probabilities)`` arrays, or None
+    when a group is too large to enumerate or the distinct sums grow past MAX_EXACT_VALUES."""
+    import numpy as np
+
+    values, probabilities = np.zeros(1), np.ones(1)
     for rx, ry, norm in groups:
         if len(rx) > MAX_EXACT_GROUP:
             return None
         counts: dict[float, int] = {}
         for order in itertools.permutations(ry):
-            dot = sum(a * b for a, b in zip(rx, order))  # exact: quarter-integers
+            dot = sum(a * b for a, b in zip(rx, order))  # exact: centred ranks are multiples of 1/2
             counts[dot] = counts.get(dot, 0) + 1
-        merged: dict[float, int] = {}
-        for total, ways in pooled.items():
-            for dot, more in counts.items():
-                key = round(total + dot / norm, 12)  # one pooled value, however the sum was reached
-                merged[key] = merged.get(key, 0) + ways * more
-        if len(merged) > MAX_EXACT_VALUES:
+        dots = np.array(list(counts))
+        weights = np.array(list(counts.values()), dtype=float) / math.factorial(len(rx))
+        sums = np.round(np.add.outer(values, dots / norm).ravel(), 12)  # one pooled value however it is reached
+        values, inverse = np.unique(sums, return_inverse=True)
+        probabilities = np.bincount(inverse.ravel(), weights=np.outer(probabilities, weights).ravel())
+        if len(values) > MAX_EXACT_VALUES:
             return None
-        pooled = merged
-    return pooled
+    return values, probabilities
 
 
 def pooled_spearman_test(groups: Sequence[tuple[Sequence[float], Sequence[float]]], *,
@@ -391,10 +394,10 @@ def pooled_spearman_test(groups: Sequence[tuple[Sequence[float], Sequence[float]
     threshold = abs(observed) - 1e-12
     distribution = _exact_distribution(prepared)
     if distribution is not None:
-        total = sum(distribution.values())
-        hits = sum(ways for value, ways in distribution.items() if abs(value / k) >= threshold)
-        return PooledCorrelation(statistic=observed, per_group=tuple(rhos), p_value=hits / total, method="exact",
-                                 permutations=total)
+        values, probabilities = distribution
+        p_value = min(1.0, float(probabilities[abs(values / k) >= threshold].sum()))
+        return PooledCorrelation(statistic=observed, per_group=tuple(rhos), p_value=p_value, method="exact",
+                                 permutations=math.prod(math.factorial(len(rx)) for rx, _, _ in prepared))
     rng = random.Random(seed)
     hits = 0
     for _ in range(resamples):

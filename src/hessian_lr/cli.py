@@ -367,6 +367,12 @@ def _dashboard(args: argparse.Namespace) -> None:
     serve_dashboard(args.run_dir, host=args.host, port=args.port)  # checks the storage and the address first
 
 
+def _data_download(args: argparse.Namespace) -> None:
+    from hessian_lr.workloads.datasets import download
+
+    print(f"{args.dataset}: {download(args.dataset, args.data_dir, force=args.force)}")
+
+
 # -- the parser -------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -445,6 +451,24 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     dashboard.add_argument("--port", type=_int_in(1, 65535), default=8080, help="port (default: 8080)")
     dashboard.set_defaults(handler=_dashboard)
+
+    data = commands.add_parser("data", help="fetch the data sets of the real workloads (cifar10, shakespeare)",
+                               description="Manage the data sets that workloads read from disk.")
+    data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser, required=True)
+    download = data_commands.add_parser(
+        "download", help="fetch a data set, verify its published checksum and install it",
+        description="Download DATASET once (the only command that uses the network), check it against its published "
+        "checksum, and install it under --data-dir atomically: a failed download leaves nothing behind. Data already "
+        "there that read cleanly are kept.")
+    from hessian_lr.workloads.datadir import DATA_ENV
+    from hessian_lr.workloads.datasets import SOURCES
+
+    download.add_argument("dataset", choices=tuple(SOURCES), metavar="DATASET", help="cifar10 (a 170 MB archive, "
+                          "installed as cifar-10-batches-py/) or shakespeare (shakespeare_char/input.txt, 1.1 MB)")
+    download.add_argument("--data-dir", type=_folder, help=f"data folder (default: ${DATA_ENV}, else data/ in the "
+                          "cache folder: $HESSIAN_LR_CACHE, else ~/.cache/hessian-lr)")
+    download.add_argument("--force", action="store_true", help="download again even if the data are there")
+    download.set_defaults(handler=_data_download)
     return parser
 
 
@@ -529,8 +553,9 @@ def _is_run_failure(exc: BaseException) -> bool:
     if isinstance(exc, OSError):
         return True
     from hessian_lr.tuning.storage import JournalWriteError, StorageLost
+    from hessian_lr.workloads.datasets import DownloadError
 
-    return isinstance(exc, (JournalWriteError, StorageLost))
+    return isinstance(exc, (JournalWriteError, StorageLost, DownloadError))
 
 
 def _os_error(exc: OSError) -> str:

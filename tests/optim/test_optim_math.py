@@ -169,7 +169,7 @@ def test_choose_implementation_is_the_documented_rule():
     choose = F.choose_implementation
     assert choose("cpu", fused=None, foreach=None, kernel=k) is F.Implementation.KERNEL
     assert choose("cpu", fused=True, foreach=None, kernel=k) is F.Implementation.KERNEL
-    assert choose("cuda", fused=None, foreach=None, kernel=k) is F.Implementation.FOREACH  # nothing compiles
+    assert choose("cuda", fused=None, foreach=None, kernel=k) is F.Implementation.AUTOTUNE  # measured there
     assert choose("cuda", fused=True, foreach=None, kernel=k) is F.Implementation.COMPILED
     assert choose("cpu", fused=True, foreach=None, kernel=None) is F.Implementation.COMPILED  # no kernel built
     assert choose("cpu", fused=None, foreach=None, kernel=None) is F.Implementation.FOREACH

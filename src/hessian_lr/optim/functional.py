@@ -29,7 +29,8 @@ Four implementations, identical in meaning:
 ``for-loop``       :func:`single_tensor_grad_diff_`, the readable reference
 =================  ==============================================================================
 
-:func:`choose_implementation` is the rule, :func:`grad_diff_` the dispatcher, and
+:func:`choose_implementation` is the rule (on devices other than the CPU the default is decided by
+measurement: :mod:`hessian_lr.optim.autotune`), :func:`grad_diff_` the dispatcher, and
 :func:`first_nonfinite` and :func:`refill_prev_grads_` the finiteness check before and the copy
 of ``g_t`` after it. All of them work in place and allocate no
 model-sized temporaries.
@@ -53,6 +54,7 @@ __all__ = [
     "foreach_grad_diff_",
     "compiled_grad_diff_",
     "choose_implementation",
+    "compiled_error",
     "grad_diff_",
     "refill_prev_grads_",
     "first_nonfinite",
@@ -66,6 +68,8 @@ class Implementation(str, enum.Enum):
     COMPILED = "compiled"
     FOREACH = "foreach"
     FOR_LOOP = "for-loop"
+    # Not runnable: "measure COMPILED against FOREACH on the device first" (hessian_lr.optim.autotune).
+    AUTOTUNE = "autotune"
 
 
 Hyper = tuple[float, float, int]  # (beta, eps, step t): one row of hyperparameters
@@ -214,22 +218,41 @@ def compiled_grad_diff_(
         _eager_grad_diff_(*sub, hyper, foreach=True)
 
 
+def compiled_error() -> str | None:
+    """Why ``torch.compile`` of the grad-diff step failed in this process (it then runs the eager
+    ops), or None."""
+    return _compiled_error
+
+
 def choose_implementation(
     device_type: str, *, fused: bool | None, foreach: bool | None, kernel: ModuleType | None
 ) -> Implementation:
     """The implementation :func:`grad_diff_` uses for a tensor on ``device_type`` (a DTensor's
     local device).
 
-    ``fused`` as in ``HessianLRAdaptation``: ``True`` asks for one pass over memory everywhere (the
-    C++ kernel on CPU, ``torch.compile`` elsewhere or when the kernel is missing); ``None`` uses the
-    kernel where it is loaded and the eager ops elsewhere (nothing gets compiled); ``False`` uses
-    the eager ops only. ``foreach=False`` makes the eager ops one tensor at a time.
+    Args:
+        device_type: ``"cpu"``, ``"cuda"``, ...
+        fused: as in ``HessianLRAdaptation``: ``True`` asks for one pass over memory everywhere
+            (the C++ kernel on CPU, ``torch.compile`` elsewhere or when the kernel is missing);
+            ``None`` (default) the fastest: the kernel on CPU where it is loaded (else the eager
+            ops), and on other devices whichever of the compiled function and the eager ops is
+            measured faster (:data:`Implementation.AUTOTUNE`, resolved by
+            :func:`hessian_lr.optim.autotune.fastest`); ``False`` the eager ops only.
+        foreach: ``False`` makes the eager ops one tensor at a time (and pins them).
+        kernel: the loaded C++ kernel module, or None.
+
+    Returns:
+        The implementation, or ``AUTOTUNE`` for "measure first".
     """
     if fused is not False and kernel is not None and device_type == "cpu":
         return Implementation.KERNEL
     if fused:
         return Implementation.COMPILED
-    return Implementation.FOR_LOOP if foreach is False else Implementation.FOREACH
+    if foreach is False:
+        return Implementation.FOR_LOOP
+    if fused is None and device_type != "cpu":
+        return Implementation.AUTOTUNE
+    return Implementation.FOREACH
 
 
 def grad_diff_(
@@ -259,6 +282,8 @@ def grad_diff_(
         else:
             g, p, h = [grads[i] for i in members], [prev_grads[i] for i in members], [hs[i] for i in members]
             r, into = [rows[i] for i in members], [into_prev[i] for i in members]
+        if impl is Implementation.AUTOTUNE:
+            raise ValueError("grad_diff_: resolve Implementation.AUTOTUNE first (hessian_lr.optim.autotune.fastest)")
         if impl is Implementation.KERNEL:
             if kernel is None:
                 raise ValueError("grad_diff_: the kernel implementation needs the kernel module")

@@ -22,29 +22,42 @@ triples the fast loop does not cover (non-dense or mismatched layouts, unusual d
 through the same ATen ops as that reference. Tensors on other devices never reach this module: the
 wrapper's dispatcher (:mod:`hessian_lr.optim.functional`) sends them to the ``torch.compile`` path.
 
-The extension is compiled with ``torch.utils.cpp_extension.load_inline`` the first time it is
-*asked for* (about a minute on a 2-core machine; needs a C++ compiler and ninja) and cached on
-disk under torch's extension directory, keyed by a hash of the source, so later processes load it
-in well under a second. Nothing compiles unless a caller passes ``fused=True`` to
-:class:`~hessian_lr.optim.HessianLRAdaptation` or calls :func:`load` / :func:`build` (``python -m
-hessian_lr.optim.kernel`` builds it ahead of time). With ``fused=None`` (the default) the wrapper
-uses the kernel only when it is already built. Set ``HESSIAN_LR_NO_KERNEL=1`` to never use it (read
-whenever a wrapper is built).
+The extension is compiled with ``torch.utils.cpp_extension.load_inline`` (needs a C++ compiler and
+ninja; ~40 s on a 2-core machine) and cached on disk under torch's extension directory
+(``$TORCH_EXTENSIONS_DIR``), keyed by a hash of the source, flags and torch version, so later
+processes load it in well under a second. ``HESSIAN_LR_KERNEL`` says when it is built:
+
+* ``auto`` (default): at the first wrapper step that has CPU tensors, once per machine. The build
+  is announced in one log line; processes starting at the same time wait on a file lock and load
+  the one build. Without a toolchain, or when the build fails (recorded next to the build folder,
+  so later processes do not retry it), one line says so and the pure-torch path runs -- a step
+  never raises for it;
+* ``prebuilt``: only a kernel something else built (``python -m hessian_lr.optim.kernel``, as
+  ``make install`` runs) is used;
+* ``never`` (or ``0``; also the older ``HESSIAN_LR_NO_KERNEL=1``): never, the pure-torch path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import logging
 import os
+import shutil
 import sys
 import threading
-import warnings
+from collections.abc import Callable, Iterator
 from types import ModuleType
+
+try:
+    import fcntl
+except ImportError:  # Windows: torch's own lock file only
+    fcntl = None  # type: ignore[assignment]
 
 import torch
 
-__all__ = ["load", "build", "is_built", "available"]
+__all__ = ["MODES", "ENV_VAR", "mode", "load", "build", "is_built", "available", "missing_toolchain"]
 
 _CPP = r"""
 #include <torch/extension.h>
@@ -295,9 +308,35 @@ _NAME = "hessian_lr_graddiff_" + hashlib.sha256(
     (_CPP + repr(_FLAGS) + repr(_LDFLAGS) + torch.__version__).encode()
 ).hexdigest()[:12]
 
+# How a process gets the kernel (HESSIAN_LR_KERNEL): "auto" builds it on first use where a C++
+# toolchain exists; "prebuilt" only loads a kernel something else built; "never" hides it.
+MODES = ("auto", "prebuilt", "never")
+ENV_VAR = "HESSIAN_LR_KERNEL"
+_MODE_ALIASES = {"": "auto", "1": "auto", "on": "auto", "0": "never", "off": "never"}
+
+_log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _module: ModuleType | None = None
-_failed: str | None = None
+_failed: str | None = None  # why this process has no kernel, once it tried and failed
+
+
+def mode() -> str:
+    """The kernel mode from ``HESSIAN_LR_KERNEL`` (default ``"auto"``; ``0``/``off`` mean ``"never"``,
+    ``1``/``on`` ``"auto"``); the older ``HESSIAN_LR_NO_KERNEL=1`` means ``"never"``.
+
+    Returns:
+        One of :data:`MODES`.
+
+    Raises:
+        ValueError: the variable holds anything else.
+    """
+    if os.environ.get("HESSIAN_LR_NO_KERNEL"):
+        return "never"
+    raw = os.environ.get(ENV_VAR, "").strip().lower()
+    value = _MODE_ALIASES.get(raw, raw)
+    if value not in MODES:
+        raise ValueError(f"{ENV_VAR} must be one of {', '.join(MODES)} (or 0/1), got {raw!r}")
+    return value
 
 
 def _build_dir() -> str:
@@ -320,9 +359,16 @@ def _build_dir() -> str:
     return os.path.join(root, _NAME)
 
 
+def _failure_file() -> str:
+    """Where a failed build leaves its error, next to the build folder: later processes read it
+    instead of spending another build on the same failure (delete it to retry)."""
+    return _build_dir() + ".failed"
+
+
 def is_built() -> bool:
-    """True when the compiled kernel for this source and torch version is on disk."""
-    if os.environ.get("HESSIAN_LR_NO_KERNEL"):
+    """True when the compiled kernel for this source and torch version is on disk (and the mode
+    is not ``"never"``)."""
+    if mode() == "never":
         return False
     try:
         return os.path.exists(os.path.join(_build_dir(), f"{_NAME}.so"))
@@ -340,8 +386,32 @@ def _import_built() -> ModuleType:
     return module
 
 
+def missing_toolchain() -> str | None:
+    """What ``load_inline`` needs and this machine lacks (a C++ compiler, ninja), or None.
+
+    Returns:
+        A short reason such as ``"no C++ compiler (c++, g++ or $CXX) on PATH"``, or None.
+    """
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None and shutil.which("g++") is None:
+        return f"no C++ compiler ({compiler}, g++) on PATH"
+    if shutil.which("ninja") is None and importlib.util.find_spec("ninja") is None:
+        return "no ninja (pip install ninja)"
+    return None
+
+
 def build(verbose: bool = False) -> ModuleType:
-    """Compile (or load the cached) kernel; raises if no compiler is available."""
+    """Compile (or load the cached) kernel with ``torch.utils.cpp_extension.load_inline``.
+
+    Args:
+        verbose: print the compiler's commands and output.
+
+    Returns:
+        The extension module.
+
+    Raises:
+        Exception: whatever ``load_inline`` raises (no compiler, no ninja, a compile error).
+    """
     from torch.utils.cpp_extension import load_inline
 
     return load_inline(
@@ -354,15 +424,80 @@ def build(verbose: bool = False) -> ModuleType:
     )
 
 
-def load(compile: bool = True) -> ModuleType | None:
-    """The kernel module, or None when it is unavailable.
+@contextlib.contextmanager
+def _machine_lock() -> Iterator[None]:
+    """An exclusive ``flock`` on ``<build dir>.lock`` while this process builds or loads.
 
-    ``HESSIAN_LR_NO_KERNEL=1`` makes it None. ``compile=False`` only loads an already-built kernel. ``compile=True`` builds it if needed
-    (once per machine and source version; a warning says so) and returns None with a warning if
-    the build fails, so callers can fall back to the pure-torch path.
+    torch's own guard (``FileBaton``: a ``lock`` file created with ``O_EXCL`` inside the build
+    folder, polled until it disappears) lets only one process build, but a builder killed midway
+    leaves the file behind and every later process waits on it forever. A ``flock`` is released by
+    the OS when its holder dies, so under it a leftover baton is known to be stale and is removed.
+    Where ``fcntl`` does not exist (Windows) only torch's guard applies.
+    """
+    if fcntl is None:
+        yield
+        return
+    directory = os.path.dirname(_build_dir())
+    os.makedirs(directory, exist_ok=True)
+    with open(_build_dir() + ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            _log.warning("waiting for another process building hessian-lr's fused grad-diff kernel (%s)",
+                         _build_dir())
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(_build_dir(), "lock"))  # a dead builder's baton (see above)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build_once(builder: Callable[[], ModuleType]) -> ModuleType:
+    """Build the kernel unless another process did meanwhile, under :func:`_machine_lock`,
+    announcing the build in one log line; a failure is recorded in :func:`_failure_file`.
+
+    Raises:
+        RuntimeError: the toolchain is missing, this source failed to build before, or
+            ``builder`` failed (the message says which, in one line).
+    """
+    reason = missing_toolchain()
+    if reason is not None:
+        raise RuntimeError(reason)
+    with _machine_lock():
+        if os.path.exists(os.path.join(_build_dir(), f"{_NAME}.so")):
+            return _import_built()  # another process built it while this one waited
+        if os.path.exists(_failure_file()):
+            raise RuntimeError(f"it failed to build before (see {_failure_file()}; delete it to retry)")
+        _log.warning("building hessian-lr's fused grad-diff kernel once (~40 s), cached in %s", _build_dir())
+        try:
+            return builder()
+        except Exception as exc:  # noqa: BLE001 - recorded, then reported by the caller
+            error = " ".join(f"{type(exc).__name__}: {exc}".split())
+            with contextlib.suppress(OSError):
+                with open(_failure_file(), "w") as handle:
+                    handle.write(error + "\n")
+            raise RuntimeError(f"its build failed ({error[:200]}; recorded in {_failure_file()})") from exc
+
+
+def load(compile: bool | None = None) -> ModuleType | None:
+    """The kernel module, or None when it is unavailable (the caller uses the pure-torch path).
+
+    Args:
+        compile: whether to build the kernel when it is not built yet: ``None`` follows
+            :func:`mode` (``"auto"`` builds, ``"prebuilt"`` does not), ``True`` builds (unless the
+            mode is ``"never"``), ``False`` only loads a built kernel.
+
+    Returns:
+        The extension module, or None. A build happens at most once per process and, through a
+        file lock, once per machine (other processes wait for it, then load it); it is announced
+        in one log line (``hessian_lr.optim.kernel`` logger: on stderr unless logging is
+        configured), and so is a fallback. Never raises for a missing compiler or a failed build.
     """
     global _module, _failed
-    if os.environ.get("HESSIAN_LR_NO_KERNEL"):  # checked first: it also hides an already-loaded kernel
+    kernel_mode = mode()
+    if kernel_mode == "never":  # checked first: it also hides an already-loaded kernel
         return None
     if _module is not None:
         return _module
@@ -375,18 +510,16 @@ def load(compile: bool = True) -> ModuleType | None:
                 return _module
             except Exception:  # noqa: BLE001 - stale or foreign build: rebuild below if allowed
                 pass
-        if not compile or _failed is not None:
+        if not (kernel_mode == "auto" if compile is None else compile) or _failed is not None:
             return None
-        warnings.warn(
-            "hessian_lr: compiling the fused grad-diff kernel (once per machine, cached under "
-            f"{_build_dir()}); this takes about a minute",
-            stacklevel=3,
-        )
         try:
-            _module = build()
-        except Exception as exc:  # noqa: BLE001 - no compiler / ninja: fall back to torch ops
-            _failed = f"{type(exc).__name__}: {exc}"
-            warnings.warn(f"hessian_lr: fused kernel unavailable, using pure-torch ops ({_failed})", stacklevel=3)
+            _module = _build_once(build)
+        except Exception as exc:  # noqa: BLE001 - the pure-torch path takes over
+            _failed = " ".join(str(exc).split())
+            _log.warning(
+                "hessian-lr's fused grad-diff kernel is unavailable: %s; using the pure-torch path "
+                "(slower on CPU; %s=never silences this)", _failed, ENV_VAR,
+            )
             return None
         return _module
 
@@ -399,6 +532,8 @@ def available() -> bool:
 if __name__ == "__main__":
     import time
 
+    logging.basicConfig(format="%(message)s")
     t0 = time.perf_counter()
-    build(verbose=True)
+    with _machine_lock():
+        build(verbose=True)
     print(f"built {_NAME} in {time.perf_counter() - t0:.1f} s under {_build_dir()}")

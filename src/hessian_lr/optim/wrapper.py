@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from hessian_lr.optim import _torch_internals as internals
+from hessian_lr.optim import autotune
 from hessian_lr.optim import functional as F
 from hessian_lr.optim._views import View, agree_on_first_nonfinite, device_meshes, state_target, to_view, view_of
 from hessian_lr.optim.estimators import CurvatureEstimator, GradDiff, get_estimator
@@ -132,7 +133,25 @@ class _Plan:
                 self.implementations.append(
                     F.choose_implementation(device_type, fused=opt.fused, foreach=opt.foreach, kernel=opt._kernel)
                 )
+            self._measure_where_asked()
         self.all_swap = all(b is not None for b in self.swap_buffers)
+
+    def _measure_where_asked(self) -> None:
+        """Replace ``AUTOTUNE`` entries by the implementation measured faster for the tensors of
+        each device (:func:`hessian_lr.optim.autotune.fastest`, cached per parameter set)."""
+        by_device: dict[torch.device, list[int]] = {}
+        for i, impl in enumerate(self.implementations):
+            if impl is F.Implementation.AUTOTUNE:
+                by_device.setdefault(self.prevs[i].device, []).append(i)
+        for members in by_device.values():
+            rows = [self.rows[i] for i in members]
+            chosen = autotune.fastest(
+                [self.prevs[i] for i in members], [self.hs[i] for i in members],
+                [state_target(self.params[i]).dtype for i in members],
+                rows=rows, n_rows=len(self.row_specs), into_prev=[self.swap_buffers[i] is not None for i in members],
+            )
+            for i in members:
+                self.implementations[i] = chosen
 
     @staticmethod
     def _swap_buffer(param: Tensor, prev_grad: Tensor) -> Tensor | None:
@@ -216,7 +235,7 @@ class HessianLRAdaptation(Optimizer):
 
     The wrapper shares the base optimizer's ``param_groups`` list (LR schedulers attached to it act
     on the base) and adds ``curvature_beta`` / ``curvature_eps`` to each group, so they can differ
-    per group. ``state[p]`` holds ``step`` (int) and the estimator's tensors (for grad-diff
+    per group. ``train()`` / ``eval()`` are the base's, where it has them (schedule-free optimizers). ``state[p]`` holds ``step`` (int) and the estimator's tensors (for grad-diff
     ``prev_grad`` -- a copy of the last gradient, never an alias of ``p.grad`` -- and ``h``):
     exactly two persistent tensors per parameter, and no model-sized temporaries per step.
     A complex parameter is treated as its real view (as torch's optimizers do: it trains exactly
@@ -242,14 +261,18 @@ class HessianLRAdaptation(Optimizer):
             the state was saved in (never a silent downcast).
         foreach: eager path only: use ``_foreach_`` ops (``None``: whenever the tensors allow it;
             ``False``: one tensor at a time).
-        fused: one pass over memory per tensor for the grad-diff estimator
-            (:mod:`hessian_lr.optim.functional` has the rule). ``None``: the compiled C++ kernel
-            (:mod:`hessian_lr.optim.kernel`) for CPU tensors if it is already built on this machine,
-            eager ops for the rest -- nothing gets compiled; ``True``: the kernel for CPU tensors
-            (built if needed: about 35 s once, cached on disk) and a ``torch.compile``-d function for
-            every tensor the kernel does not take (CUDA, ...; all of them if the kernel cannot be
-            built); ``False``: eager ``_foreach_`` ops only. All agree to float tolerance; the
-            kernel and the eager ops bit for bit.
+        fused: which implementation of the grad-diff step runs
+            (:func:`hessian_lr.optim.functional.choose_implementation` has the rule). ``None``
+            (default): the fastest -- for CPU tensors the compiled C++ kernel
+            (:mod:`hessian_lr.optim.kernel`; built once per machine at the first step that needs
+            it, ~40 s, announced in one log line, unless ``HESSIAN_LR_KERNEL=prebuilt|never``;
+            the eager ops where it cannot be built), for tensors on other devices whichever of
+            the ``torch.compile``-d function and the eager ops measures faster there
+            (:mod:`hessian_lr.optim.autotune`, once per parameter set and process); ``True``:
+            one pass over memory everywhere (the kernel for CPU tensors, built now if needed; the
+            compiled function for the rest, and for all if the kernel cannot be built);
+            ``False``: eager ``_foreach_`` ops only. All agree to float tolerance; the kernel and
+            the eager ops bit for bit.
     """
 
     def __init__(
@@ -296,7 +319,13 @@ class HessianLRAdaptation(Optimizer):
         self._kernel = self._resolve_kernel()
 
     def _resolve_kernel(self) -> Any:
-        """The compiled grad-diff kernel when the estimator is grad-diff and ``fused`` allows it."""
+        """The compiled grad-diff kernel when the estimator is grad-diff and ``fused`` allows it.
+
+        ``fused=True`` builds it now if needed; with ``fused=None`` a built kernel is loaded now
+        and a missing one is built at the first step that has CPU tensors (:meth:`_build_kernel`),
+        so a wrapper of a CUDA model never builds the CPU kernel.
+        """
+        self._kernel_deferred = False
         if type(self.estimator) is not GradDiff:
             if self.fused:
                 raise ValueError(f"fused=True needs the grad-diff estimator, not {self.estimator!r}")
@@ -305,24 +334,43 @@ class HessianLRAdaptation(Optimizer):
             return None
         from hessian_lr.optim import kernel
 
-        return kernel.load(compile=bool(self.fused))
+        module = kernel.load(compile=True if self.fused else False)
+        self._kernel_deferred = module is None and self.fused is None and kernel.mode() == "auto"
+        return module
+
+    def _build_kernel(self) -> None:
+        """The deferred kernel build (``fused=None``) once the parameters include CPU tensors."""
+        devices = {to_view(p, view_of(p)).device.type for group in self.param_groups for p in group["params"]}
+        if "cpu" in devices:
+            from hessian_lr.optim import kernel
+
+            self._kernel_deferred = False
+            self._kernel = kernel.load()
 
     @property
     def uses_fused_kernel(self) -> bool:
-        """Whether :meth:`step` runs the compiled C++ kernel (for CPU tensors)."""
+        """Whether :meth:`step` runs the compiled C++ kernel (for CPU tensors; asking builds a
+        deferred kernel, as the first step would)."""
+        if self._kernel_deferred:
+            self._build_kernel()
         return self._kernel is not None
 
     @property
     def implementations(self) -> frozenset[str]:
         """The implementations :meth:`step` uses for the current parameters (see
         :func:`hessian_lr.optim.functional.choose_implementation`); ``{"estimator"}`` for
-        estimators other than grad-diff, which run their own ``precondition_``."""
+        estimators other than grad-diff, which run their own ``precondition_``. Before the first
+        step, ``"autotune"`` stands for a choice the first step measures (non-CPU devices)."""
         if type(self.estimator) is not GradDiff:
             return frozenset({"estimator"})
+        if self._kernel_deferred:
+            self._build_kernel()
+        plan = self._plan
+        chosen = {id(p): impl for p, impl in zip(plan.params, plan.implementations)} if plan is not None else {}
         return frozenset(
-            F.choose_implementation(
+            (chosen.get(id(p)) or F.choose_implementation(
                 to_view(p, view_of(p)).device.type, fused=self.fused, foreach=self.foreach, kernel=self._kernel
-            ).value
+            )).value
             for group in self.param_groups
             for p in group["params"]
         )
@@ -375,6 +423,8 @@ class HessianLRAdaptation(Optimizer):
         groups = self.param_groups
         plan = self._plan
         if plan is None or not plan.matches(groups):
+            if self._kernel_deferred:
+                self._build_kernel()
             for group in groups:  # groups added to the base optimizer directly get the defaults too
                 if BETA_KEY not in group or EPS_KEY not in group:
                     self._set_group_defaults(group)

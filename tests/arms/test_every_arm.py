@@ -1,4 +1,5 @@
-"""Every registered arm: what it is made of, and that it builds and trains one epoch on mnist1d-mlp."""
+"""Every registered arm and the wrapped built-ins: what they are made of, and that they build and
+train one epoch on mnist1d-mlp."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 from hessian_lr.arms import (ARMS, PLAIN, Arm, EstimatorStep, GraphStep, PlainStep, ScheduleFreeStep, get_arm,
                              parse_arm_names)
+from hessian_lr.arms.names import NORMALISES, parse_wrapped
 from hessian_lr.optim import HessianLRAdaptation
 from hessian_lr.optim.estimators import ESTIMATORS
 from hessian_lr.training import train_run
@@ -36,12 +38,16 @@ PEERS = ("adabelief", "adahessian", "sophiah", "apollo", "diffgrad", "adan", "so
 
 
 def test_the_registered_arms():
-    assert set(LR) == set(ARMS)
+    assert {n for n in LR if parse_wrapped(n) is None} == set(ARMS)  # the wrapped ones are resolved by name
     assert [a for a in ARMS if get_arm(a).second_order] == ["adahessian", "sophiah"]
     assert get_arm("adahessian").step == GraphStep(every=1) and get_arm("sophiah").step == GraphStep(every=10)
     assert isinstance(get_arm("schedulefree-adamw").step, ScheduleFreeStep)
-    sampling = {n for n, a in ARMS.items() if isinstance(a.step, EstimatorStep)}
+    sampling = {n for n in LR if isinstance(get_arm(n).step, EstimatorStep)}
     assert sampling == {f"hessian-{b}-{e}" for b in ("adam", "sgd") for e in ("hutchinson", "gauss-newton")}
+    assert not any(isinstance(a.step, EstimatorStep) for a in ARMS.values())
+    for name, arm in ARMS.items():
+        assert arm.normalises is NORMALISES.get(name), name  # every registered arm is classified
+        assert arm.normalises is not None and arm.wraps is None, name
     for name, arm in ARMS.items():
         assert arm.name == name and arm.description and arm.available
         assert not isinstance(arm.step, (GraphStep, EstimatorStep, ScheduleFreeStep)) == isinstance(arm.step, PlainStep)
@@ -51,7 +57,7 @@ def test_the_registered_arms():
     assert get_arm("hessian-adam").defaults["curvature_beta"] == 0.99
     assert get_arm("prodigy").stackable is False
     assert get_arm("prodigy").space == SearchSpace({"lr": Fixed(1.0), "d_coef": Float(0.1, 10.0, log=True)})
-    assert all(get_arm(n).space == SearchSpace({"lr": DEFAULT_LR}) for n in ARMS if n != "prodigy")
+    assert all(get_arm(n).space == SearchSpace({"lr": DEFAULT_LR}) for n in LR if n != "prodigy")
     for name, arm in ARMS.items():  # no implementation switch is a hyperparameter
         assert not {"foreach", "fused", "capturable", "differentiable", "maximize"} & set(arm.defaults), name
 

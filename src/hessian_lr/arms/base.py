@@ -31,8 +31,8 @@ from torch.optim import Optimizer
 
 from hessian_lr.tuning.space import DEFAULT_LR, SearchSpace
 
-__all__ = ["Arm", "TrainStep", "PlainStep", "GraphStep", "EstimatorStep", "ScheduleFreeStep", "PLAIN",
-           "DEFAULT_SPACE", "signature_defaults", "check_space"]
+__all__ = ["Arm", "TrainStep", "PlainStep", "GraphStep", "EstimatorStep", "SampledStep", "ScheduleFreeStep", "PLAIN",
+           "DEFAULT_SPACE", "Wrapping", "signature_defaults", "check_space"]
 
 DEFAULT_SPACE = SearchSpace({"lr": DEFAULT_LR})
 
@@ -124,6 +124,29 @@ class EstimatorStep(TrainStep):
         return "optimizer.backward(loss, logits=logits)"
 
 
+@dataclass(frozen=True, repr=False)
+class SampledStep(EstimatorStep):
+    """A sampling estimator's backward around a base step of its own: the backward is the
+    estimator's (``optimizer.backward(loss, logits=logits)``), ``train`` / ``eval`` are the base
+    step's (the wrapper forwards ``optimizer.train()`` / ``eval()`` to its base optimizer). Only a
+    base step whose backward is a plain ``loss.backward()`` composes so: the estimator's backward
+    computes the same gradients and adds its sample."""
+
+    around: TrainStep = PLAIN
+
+    def train(self, optimizer: Optimizer) -> None:
+        self.around.train(optimizer)
+
+    def eval(self, optimizer: Optimizer) -> None:
+        self.around.eval(optimizer)
+
+    def describe(self) -> str:
+        return f"{super().describe()}; the base's {self.around.describe()}"
+
+    def __repr__(self) -> str:
+        return f"SampledStep(around={self.around!r})"
+
+
 class ScheduleFreeStep(TrainStep):
     """Schedule-free optimizers (Defazio et al. 2024, arXiv:2405.15682) train at one point and
     are evaluated at another: ``optimizer.train()`` before training, ``optimizer.eval()`` before
@@ -168,6 +191,11 @@ class Arm:
         stackable: whether one optimizer may update K models' parameters stacked into
             ``[K, ...]`` tensors (an elementwise update, linear in the lr). ``None``: the
             training engine finds out by a probe (:mod:`hessian_lr.training.stacking`).
+        normalises: whether the optimizer divides each coordinate's step by a running scale of
+            its own (Adam's family, sign updates), which largely undoes a per-coordinate
+            rescaling of its gradient (:data:`hessian_lr.arms.names.NORMALISES` says why for
+            each built-in arm); for a wrapped arm, its base's. ``None``: not classified.
+        wraps: for an arm wrapped in HessianLRAdaptation, what it wraps; None otherwise.
     """
 
     name: str
@@ -180,6 +208,8 @@ class Arm:
     source: str = "hessian_lr.arms"
     relative_cost: float = 1.0
     stackable: bool | None = None
+    normalises: bool | None = None
+    wraps: Wrapping | None = None
 
     @property
     def available(self) -> bool:
@@ -192,6 +222,16 @@ class Arm:
 
     def missing_requirement(self) -> str | None:
         return next((p for p in self.requires if importlib.util.find_spec(p) is None), None)
+
+
+@dataclass(frozen=True)
+class Wrapping:
+    """What a wrapped arm (``hessian-<base>[-<estimator>]`` or an ``[arms.NAME]`` table) is made
+    of: its base arm, the estimator's name and the estimator's constructor options."""
+
+    base: Arm
+    estimator: str
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _parameter_names(fn: Callable[..., Any]) -> set[str]:

@@ -29,6 +29,10 @@ every step for AdaHessian, every 10th step (the package's ``update_period``) for
 ApolloDQN keeps its default warm-up: lr rises linearly from 1e-5 over its first 500 steps (14 of
 mnist1d-mlp's 20 epochs); its early losses in the report reflect this.
 
+Every one of them can be wrapped by name (``hessian-lion``, ``hessian-soap-secant``; see
+:mod:`hessian_lr.arms.wrapping`) except AdaHessian and SophiaH, whose step differentiates the
+gradient that the wrapper rescales.
+
 pytorch-optimizer ≥ 4.0 is required: in 3.x AdaHessian's "Rademacher" probe was always −1 (its
 estimate row sums of H, not the diagonal), and 4.0 changed DiffGrad and SOAP.
 """
@@ -43,6 +47,7 @@ from torch.optim import Optimizer
 
 from hessian_lr.arms.base import PLAIN, Arm, GraphStep, ScheduleFreeStep, TrainStep, signature_defaults
 from hessian_lr.arms.builtin import IMPLEMENTATION_ARGS
+from hessian_lr.arms.names import normalises
 from hessian_lr.tuning.space import Fixed, Float, SearchSpace
 
 __all__ = ["BASELINE_ARMS", "PACKAGE", "DISTRIBUTION"]
@@ -128,7 +133,7 @@ def _arm(name: str, class_name: str, description: str, *, build: Callable[..., O
     return Arm(name, build or _package_factory(class_name, **fixed),
                description=f"pytorch_optimizer.{class_name}, {description}",
                defaults=_ClassDefaults(class_name, fixed), requires=(PACKAGE, *also_requires),
-               source=f"{PACKAGE}.{class_name}", **options)
+               source=f"{PACKAGE}.{class_name}", normalises=normalises(name), **options)
 
 
 BASELINE_ARMS: list[Arm] = [

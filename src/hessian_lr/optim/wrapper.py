@@ -31,6 +31,8 @@ EPS_KEY = "curvature_eps"
 CURVATURE_KEY = "curvature"
 ESTIMATOR_KEY = "curvature_estimator"
 NONFINITE_POLICIES = ("error", "skip")
+# Methods of the base optimizer the wrapper forwards (see HessianLRAdaptation.__getattr__).
+FORWARDED_METHODS = frozenset({"train", "eval"})
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -235,7 +237,8 @@ class HessianLRAdaptation(Optimizer):
 
     The wrapper shares the base optimizer's ``param_groups`` list (LR schedulers attached to it act
     on the base) and adds ``curvature_beta`` / ``curvature_eps`` to each group, so they can differ
-    per group. ``train()`` / ``eval()`` are the base's, where it has them (schedule-free optimizers). ``state[p]`` holds ``step`` (int) and the estimator's tensors (for grad-diff
+    per group; ``train()`` / ``eval()`` are the base's, where it has them (schedule-free
+    optimizers). ``state[p]`` holds ``step`` (int) and the estimator's tensors (for grad-diff
     ``prev_grad`` -- a copy of the last gradient, never an alias of ``p.grad`` -- and ``h``):
     exactly two persistent tensors per parameter, and no model-sized temporaries per step.
     A complex parameter is treated as its real view (as torch's optimizers do: it trains exactly
@@ -407,6 +410,17 @@ class HessianLRAdaptation(Optimizer):
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base_optimizer.zero_grad(set_to_none=set_to_none)
+
+    def __getattr__(self, name: str) -> Any:
+        """The base optimizer's ``train`` / ``eval`` where it has them: schedule-free optimizers
+        move their parameters between the point they train at and the averaged point they are
+        evaluated at, and a training loop calls these on the optimizer it holds. Absent (an
+        AttributeError, so ``hasattr`` tells) when the base has none."""
+        if name in FORWARDED_METHODS:
+            method = getattr(self.__dict__.get("base_optimizer"), name, None)
+            if callable(method):
+                return method
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- the step ------------------------------------------------------------------------
     def _new_state(self, param: Tensor) -> dict[str, Any]:

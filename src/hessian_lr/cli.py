@@ -103,13 +103,18 @@ def _check_out_dir(out: Path) -> None:
 def _add_protocol_options(parser: argparse.ArgumentParser, defaults: dict[str, str]) -> None:
     """The options compare and suite share; ``defaults`` words their help where they differ."""
     from hessian_lr.arms import ARMS
+    from hessian_lr.arms.names import REFERENCE_ESTIMATOR, estimator_names
 
     add = parser.add_argument
     add("--trials", type=_positive_int, help="Optuna trials per optimizer (default: 20)")
     add("--seed", type=_int_in(0, MAX_SEED), help="seed of the sampler, initial weights and batch order (default: 0)")
-    add("--optimizers", help=f"comma-separated arms (default: {defaults['optimizers']}); the first is the baseline; "
-        f"known names ({', '.join(ARMS)}) or import paths package.module:name of your own Arm or optimizer factory "
-        "(params, lr, **hyperparameters)")
+    add("--optimizers", help=f"comma-separated arms (default: {defaults['optimizers']}); the first is the baseline. "
+        f"An arm is a known name ({', '.join(ARMS)}), an import path package.module:name of your own Arm or optimizer "
+        "factory (params, lr, **hyperparameters), any of these wrapped in HessianLRAdaptation as hessian-<arm> "
+        "(grad-diff estimator: hessian-adam, hessian-lion, hessian-my_pkg.mod:MyOpt) or hessian-<arm>-<estimator> "
+        f"(another estimator: {', '.join(e for e in estimator_names() if e != REFERENCE_ESTIMATOR)}; e.g. "
+        "hessian-sgd-secant; every arm can be wrapped but those whose step differentiates the gradient: adahessian, "
+        "sophiah), or a name declared by an [arms.NAME] table in --config")
     add("--lr-low", type=_positive_float, help="lower end of the log-uniform lr search range (default: 1e-4)")
     add("--lr-high", type=_positive_float, help="upper end of the log-uniform lr search range (default: 1e-1)")
     add("--storage", help="Optuna storage: a journal-file path or an RDB URL such as sqlite:///x.db or "
@@ -136,8 +141,8 @@ def _add_protocol_options(parser: argparse.ArgumentParser, defaults: dict[str, s
     add("--threads", type=_thread_count, help="intra-op torch threads per process (default: 1, as tiny models "
         "are faster and steadier so on a shared machine; a single batched process shares its cores among its "
         "optimizers, each training in its own thread while cores last)")
-    add("--config", type=Path, help="TOML file with any of these options by long name, and [space.ARM] tables; "
-        "flags override it")
+    add("--config", type=Path, help="TOML file with any of these options by long name, [space.ARM] tables and "
+        "[arms.NAME] tables (base = an arm, estimator = its name, and the estimator's options); flags override it")
     add("--quiet", action="store_true", help="no progress bars or summary table")
 
 

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from hessian_lr.arms import Arm, get_arm, parse_arm_names
+from hessian_lr.arms.wrapping import check_table
 from hessian_lr.tuning.space import PRESETS, Float, SearchSpace, space_from_toml, wide_space
 from hessian_lr.workloads import get_workload
 
-__all__ = ["CompareConfig", "load_toml", "available_cores", "arm_space", "MAX_WORKERS", "MAX_SEED"]
+__all__ = ["CompareConfig", "load_toml", "available_cores", "arm_space", "declared_arms", "add_declared_arms",
+           "MAX_WORKERS", "MAX_SEED"]
 
 MAX_WORKERS = 256  # processes; far above any machine this runs on, low enough to refuse typos
 MAX_THREADS = 1024
@@ -77,7 +79,9 @@ class CompareConfig:
 
     ``space`` is a preset name (``default`` or ``wide``); ``spaces`` holds per-arm spaces from a
     TOML file (``[space.ARM]`` tables, already parsed to JSON form), which replace the preset for
-    those arms. The default protocol is the write-up's with 10 paired seeds and the equal-lr
+    those arms. ``arms`` holds arms declared by ``[arms.NAME]`` tables (a base arm wrapped with
+    an estimator and its options, :mod:`hessian_lr.arms.wrapping`); :meth:`arm` resolves every
+    name, declared or not. The default protocol is the write-up's with 10 paired seeds and the equal-lr
     ablation; ``seeds=1, ablation=False`` is the original one-final-run protocol.
     """
 
@@ -90,6 +94,7 @@ class CompareConfig:
     lr_high: float = 1e-1
     space: str = "default"
     spaces: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    arms: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # [arms.NAME] tables
     seeds: int = 10  # final runs per arm (seeds seed .. seed+seeds-1), paired across arms
     ablation: bool = True  # also train every arm at every other arm's tuned lr
     studies: int = 1  # independent tuning studies per arm (different sampler seeds)
@@ -102,7 +107,12 @@ class CompareConfig:
     out: Path = Path("runs/compare")
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "optimizers", parse_arm_names(self.optimizers))
+        object.__setattr__(self, "arms", declared_arms(self.arms))
+        object.__setattr__(self, "optimizers", parse_arm_names(self.optimizers, self.arms))
+        unused = sorted(set(self.arms) - set(self.optimizers))
+        if unused:
+            raise ValueError(f"arms.{unused[0]} is declared but not among the optimizers "
+                             f"({', '.join(self.optimizers)})")
         if not isinstance(self.workload, str):
             raise ValueError(f"workload must be a name, got {self.workload!r}")
         workload = get_workload(self.workload)
@@ -158,11 +168,15 @@ class CompareConfig:
             parsed[arm] = space.to_json()
         object.__setattr__(self, "spaces", parsed)
 
+    def arm(self, name: str) -> Arm:
+        """The arm called ``name``, declared by an ``[arms.NAME]`` table of this run or not."""
+        return get_arm(name, self.arms)
+
     @cached_property
     def arm_spaces(self) -> dict[str, SearchSpace]:
         """Each arm's resolved search space."""
         lr_range = (self.lr_low, self.lr_high)
-        return {arm: arm_space(get_arm(arm), self.space, lr_range,
+        return {arm: arm_space(self.arm(arm), self.space, lr_range,
                                SearchSpace.from_json(self.spaces[arm]) if arm in self.spaces else None)
                 for arm in self.optimizers}
 
@@ -170,7 +184,7 @@ class CompareConfig:
     def batched(self) -> bool:
         """Whether the arms train K models at once (``batch_trials`` > 1 and every arm's step
         stacks models); otherwise they train one at a time."""
-        return self.batch_trials > 1 and all(get_arm(arm).step.stacks for arm in self.optimizers)
+        return self.batch_trials > 1 and all(self.arm(arm).step.stacks for arm in self.optimizers)
 
     @property
     def lanes(self) -> int:
@@ -211,6 +225,8 @@ class CompareConfig:
         same one. ``trials`` is not part of it: asking for more trials extends a finished study."""
         key = {k: getattr(self, k) for k in ("workload", "epochs", "seed")}
         key["space"] = self.arm_spaces[arm].fingerprint()
+        if arm in self.arms:  # a declared arm's base, estimator and options change its trials
+            key["arm"] = self.arms[arm]
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 
     def to_dict(self) -> dict[str, Any]:
@@ -218,6 +234,7 @@ class CompareConfig:
         data["optimizers"] = list(self.optimizers)
         data["out"] = str(self.out)
         data["spaces"] = {arm: dict(space) for arm, space in self.spaces.items()}
+        add_declared_arms(data, self.arms)
         return data
 
     def resolved_spaces(self) -> dict[str, dict[str, Any]]:
@@ -225,6 +242,35 @@ class CompareConfig:
 
     def updated(self, **changes: Any) -> CompareConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def declared_arms(tables: Any) -> dict[str, dict[str, Any]]:
+    """``[arms.NAME]`` tables, validated (:func:`~hessian_lr.arms.wrapping.check_table`), as
+    plain data; a name that already names an arm is refused.
+
+    Raises:
+        ValueError: naming ``arms.NAME`` and the offending key.
+    """
+    if not isinstance(tables, Mapping):
+        raise ValueError(f"arms must be a table of [arms.NAME] tables, got {tables!r}")
+    checked = {}
+    for name, table in tables.items():
+        checked[name] = check_table(name, table)
+        try:
+            get_arm(name)
+        except ValueError:
+            continue
+        raise ValueError(f"arms.{name}: {name!r} already names an arm; give the declared arm a name of its own")
+    return checked
+
+
+def add_declared_arms(data: dict[str, Any], arms: Mapping[str, Mapping[str, Any]]) -> None:
+    """``data["arms"]`` as plain tables; left out when no arm is declared, so that the stored
+    config of a run without ``[arms.NAME]`` tables is what it was before they existed."""
+    if arms:
+        data["arms"] = {name: dict(table) for name, table in arms.items()}
+    else:
+        data.pop("arms", None)
 
 
 def _is_json_space(table: Any) -> bool:
@@ -239,7 +285,8 @@ CONFIG_KEYS = {f.name for f in fields(CompareConfig)} - {"spaces"}
 
 def load_toml(path: Path, allowed: set[str] | None = None) -> dict[str, Any]:
     """Read a TOML config: keys as the CLI's long options (``-`` or ``_``), plus ``[space.ARM]``
-    tables (or ``space = "wide"``; a ``[space]`` table may also hold ``preset = "wide"``).
+    tables (or ``space = "wide"``; a ``[space]`` table may also hold ``preset = "wide"``) and
+    ``[arms.NAME]`` tables (arms of the run's own, validated by the config class).
     Keys outside ``allowed`` (default: :class:`CompareConfig`'s fields) are errors; types are
     checked by the config class."""
     allowed = (allowed or CONFIG_KEYS) - {"spaces"}

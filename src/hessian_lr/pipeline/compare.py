@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from hessian_lr import events
-from hessian_lr.arms import Arm, check_space, get_arm, provenance
+from hessian_lr.arms import Arm, check_space, provenance
 from hessian_lr.config import CompareConfig
 from hessian_lr.pipeline.execution import Progress, ProgressEvent, executor, no_progress
 from hessian_lr.pipeline.store import FinalRun, RunStore
@@ -88,7 +88,7 @@ def tune_arm(config: CompareConfig, arm_name: str, study_index: int = 0, *, owns
     """Run study ``study_index`` of ``arm_name`` until ``config.trials`` trials have finished.
     The trials this creates are owned by this process (and, unless ``worker``, by the run folder
     ``config.out``): see :mod:`hessian_lr.tuning.study`."""
-    arm, workload = get_arm(arm_name), get_workload(config.workload)
+    arm, workload = config.arm(arm_name), get_workload(config.workload)
     space = config.arm_spaces[arm_name]
     study = _open(config, arm_name, study_index)
 
@@ -141,7 +141,7 @@ def plan_final_runs(config: CompareConfig, best: dict[str, dict[str, Any]],
     the others (with ``config.ablation``) the equal-lr ablation: ``arm``'s own best setting with
     the lr replaced by ``source``'s (only between arms whose spaces tune the lr). ``arms`` limits
     the plan to those arms' own finals (the other arms' settings may not be known yet)."""
-    arm_objects = {name: get_arm(name) for name in config.optimizers}
+    arm_objects = {name: config.arm(name) for name in config.optimizers}
     plan: dict[str, dict[str, list[FinalRun]]] = {}
     for arm in arms or config.optimizers:
         sources = [arm]
@@ -160,7 +160,7 @@ def train_finals(task: FinalsTask, progress: Progress = no_progress) -> None:
     """Train the task's runs that the store does not hold; each result is saved as it finishes
     (``config.finals_batch`` at a time: a kill loses at most one batch)."""
     config, store = task.config, RunStore(task.config.out)
-    arm, workload = get_arm(task.arm), get_workload(config.workload)
+    arm, workload = config.arm(task.arm), get_workload(config.workload)
     todo = [run for run in task.runs if not store.has(run)]
     size = config.finals_batch
     for start in range(0, len(todo), size):
@@ -194,7 +194,7 @@ def check_spaces(config: CompareConfig) -> None:
     with torch.random.fork_rng(devices=[]):
         params = list(initial_model(get_workload(config.workload), config.seed).parameters())
     for arm in config.optimizers:
-        check_space(get_arm(arm), config.arm_spaces[arm], params)
+        check_space(config.arm(arm), config.arm_spaces[arm], params)
 
 
 def _stage_one_tasks(config: CompareConfig) -> list[TuneTask]:
@@ -211,7 +211,7 @@ def _stage_one_tasks(config: CompareConfig) -> list[TuneTask]:
         owns = processes == 1 and not shared_rdb
         tasks += [TuneTask(config, arm, index, owns, worker == 0) for worker in range(processes)]
     # Longest first: this process takes the first task and has no start-up cost of its own.
-    return sorted(tasks, key=lambda task: -get_arm(task.arm).relative_cost)
+    return sorted(tasks, key=lambda task: -config.arm(task.arm).relative_cost)
 
 
 def run_compare(config: CompareConfig, progress: Progress = no_progress) -> Results:
@@ -252,7 +252,7 @@ def assemble_results(config: CompareConfig, store: RunStore, trials: dict[str, l
 
     optimizers, packages = {}, {}
     for arm in config.optimizers:
-        arm_object = get_arm(arm)
+        arm_object = config.arm(arm)
         seeds = load(plan[arm][arm])
         head = best[arm][0]
         source = provenance(arm_object)

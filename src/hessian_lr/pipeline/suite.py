@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from hessian_lr.config import CompareConfig
+from hessian_lr.config import CompareConfig, add_declared_arms
 from hessian_lr.pipeline.execution import Progress, ProgressEvent, no_progress
 from hessian_lr.pipeline.store import RunStore
 from hessian_lr.results import read_json, versions, write_json
@@ -72,6 +72,7 @@ class SuiteConfig:
     lr_high: float = 1e-1
     space: str = "default"
     spaces: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    arms: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # [arms.NAME] tables, as compare's
     seeds: int = 5
     ablation: bool = False
     studies: int = 1
@@ -108,6 +109,7 @@ class SuiteConfig:
         data = asdict(self)
         data["workloads"], data["optimizers"], data["out"] = list(self.workloads), list(self.optimizers), str(self.out)
         data["spaces"] = {arm: dict(space) for arm, space in self.spaces.items()}
+        add_declared_arms(data, self.arms)
         return data
 
     def updated(self, **changes: Any) -> SuiteConfig:

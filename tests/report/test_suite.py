@@ -118,8 +118,8 @@ def test_a_flipped_effect_flips_the_conclusion(suite, tmp_path):
     early = next(c for c in analysis.verdicts.claims if c.id == "original/faster-early")
     assert early.statuses == {"w-mlp": ClaimStatus.CONTRADICTED, "w-never": ClaimStatus.SUPPORTED,
                               "w-regression": ClaimStatus.SUPPORTED}
-    wrap = next(w for w in analysis.verdicts.workloads["w-mlp"].questions.wrapping if w.base == "sgd")
-    assert wrap.effect is Effect.MIXED and analysis.verdicts.workloads["w-mlp"].questions.wrapping_answer is Answer.NO
+    wrap = next(w for w in analysis.verdicts.workloads["w-mlp"].questions.of("wrapping") if w.base == "sgd")
+    assert wrap.effect is Effect.MIXED and analysis.verdicts.workloads["w-mlp"].questions.answer("wrapping") is Answer.NO
     write_suite_report(worse, tmp_path)
     md = (tmp_path / "suite.md").read_text()
     assert ("“Faster early” (hessian-adam vs adam), over the 3 workloads that test it: supported on 2 (w-never, "
@@ -133,7 +133,7 @@ def test_an_estimator_that_does_no_better_answers_no(suite):
     same = copy.deepcopy(suite)
     arms = same["workloads"]["w-mlp"]["optimizers"]
     arms["hessian-adam-secant"]["final"] = copy.deepcopy(arms["hessian-adam-hutchinson"]["final"])
-    answer = analyse_suite(same).verdicts.workloads["w-mlp"].questions.estimators[0]
+    answer = analyse_suite(same).verdicts.workloads["w-mlp"].questions.of("estimators")[0]
     assert answer.answer is Answer.NO and answer.changed_by == () and answer.more_faithful == ("hessian-adam-secant",)
     assert "**the answer does not change**" in answer.text and "better than grad-diff in training: none" in answer.text
 
@@ -156,7 +156,7 @@ def test_one_seed_is_untestable_not_a_claim():
     suite = {"schema": 1, "config": {}, "versions": {}, "workloads": {"w": results.to_dict()}}
     verdicts = analyse_suite(suite).verdicts
     assert {c.outcome.value for c in verdicts.win_tie_loss.cells} == {"untestable"}
-    assert verdicts.workloads["w"].questions.wrapping_answer is Answer.UNTESTABLE
+    assert verdicts.workloads["w"].questions.answer("wrapping") is Answer.UNTESTABLE
     assert verdicts.conclusion.supported == () and verdicts.conclusion.not_supported == ()
 
 
@@ -192,7 +192,7 @@ def test_estimators_measured_but_not_trained_are_listed_as_not_tested(suite):
     fewer = copy.deepcopy(suite)
     del fewer["workloads"]["w-mlp"]["optimizers"]["hessian-adam-hutchinson"]
     analysis = analyse_suite(fewer)
-    answer = analysis.verdicts.workloads["w-mlp"].questions.estimators[0]
+    answer = analysis.verdicts.workloads["w-mlp"].questions.of("estimators")[0]
     assert answer.fidelity_only == ("hutchinson",)
     assert "Measured for fidelity but not trained around adam: hutchinson." in answer.text
     assert ("training with hutchinson around adam on w-mlp (fidelity measured, no arm ran)"

@@ -217,23 +217,23 @@ def test_the_write_ups_questions_on_one_workload():
     arms = ("adam", "hessian-adam", "sgd", "hessian-sgd", "hessian-adam-secant", "hessian-adam-hutchinson")
     results, _ = make_results(arms=arms, ablation=False)
     questions = workload_verdicts(summarize(results)).questions
-    (estimators,) = questions.estimators
+    (estimators,) = questions.of("estimators")
     assert (estimators.base, estimators.reference) == ("adam", "hessian-adam")
     assert estimators.estimators == {"hessian-adam-secant": "secant", "hessian-adam-hutchinson": "hutchinson"}
     assert estimators.answer is Answer.YES and estimators.changed_by == ("hessian-adam-secant",)
     assert estimators.better_than_reference == ("hessian-adam-secant",) and estimators.fidelity == ()
     assert "Fidelity was not measured on this workload." in estimators.text
-    wraps = {w.base: w for w in questions.wrapping}
+    wraps = {w.base: w for w in questions.of("wrapping")}
     assert wraps["adam"].effect is Effect.MIXED and wraps["sgd"].effect is Effect.HELPS
-    assert wraps["sgd"].normalises is False and questions.wrapping_answer is Answer.YES
+    assert wraps["sgd"].normalises is False and questions.answer("wrapping") is Answer.YES
     # remove hessian-sgd's final lead over sgd exactly (the same mean final loss): still faster early
     finals = {arm: [s["val_loss"] for s in results.optimizers[arm].final["seeds"]] for arm in ("sgd", "hessian-sgd")}
     shift_curves(results, "hessian-sgd", (sum(finals["sgd"]) - sum(finals["hessian-sgd"])) / 8, range(5, EPOCHS + 1))
     again = workload_verdicts(summarize(results)).questions
-    sgd = next(w for w in again.wrapping if w.base == "sgd")
-    assert sgd.effect is Effect.FASTER_EARLY and again.wrapping_answer is Answer.YES  # still faster early
+    sgd = next(w for w in again.of("wrapping") if w.base == "sgd")
+    assert sgd.effect is Effect.FASTER_EARLY and again.answer("wrapping") is Answer.YES  # still faster early
     shift_curves(results, "hessian-sgd", 0.5, range(1, 5))
-    late = next(w for w in workload_verdicts(summarize(results)).questions.wrapping if w.base == "sgd")
+    late = next(w for w in workload_verdicts(summarize(results)).questions.of("wrapping") if w.base == "sgd")
     assert late.effect is Effect.SLOWER_EARLY and "— **slower early only**." in late.text
 
 

@@ -1,5 +1,5 @@
 """The report as a list of blocks, laid out from ``Results`` and their ``WorkloadVerdicts``.
-``markdown.py`` and ``html.py`` render the blocks; ``verdicts.py`` writes every comparative sentence;
+``markdown.py`` and ``html.py`` render the blocks; ``verdicts`` writes every comparative sentence;
 this module only places them, with the tables of numbers, in sections.
 
 Blocks: ``("h", level, text)``, ``("p", text)``, ``("ul", [text, ...])``,
@@ -22,7 +22,7 @@ from hessian_lr.report.formatting import (MISSING, fmt, fmt_ci, fmt_mean_ci, fmt
 from hessian_lr.report.spaces import (arm_space, best_point, dimension_text, hyperparameter_names, lr_arms,
                                       packages_text, source_of, space_agreement, tunes_lr, value_text)
 from hessian_lr.report.summary import summarize
-from hessian_lr.report.verdicts import ORIGINAL_BEST_LR, Comparison, WorkloadVerdicts, workload_verdicts
+from hessian_lr.report.verdicts import Comparison, WorkloadVerdicts, workload_verdicts
 from hessian_lr.results import Results
 from hessian_lr.stats import median
 
@@ -115,9 +115,10 @@ def _tuned(results: Results, verdicts: WorkloadVerdicts) -> list[Block]:
     spaces = {arm: arm_space(results, arm) for arm in results.optimizers}
     others = [n for n in hyperparameter_names(spaces) if n != "lr"]
     studies = max(len({t.study for t in r.trials}) for r in results.optimizers.values()) or 1
+    write_up = verdicts.write_up
     rows = []
     for arm, r in results.optimizers.items():
-        original = ORIGINAL_BEST_LR.get(arm)
+        original = write_up.tuned_lr.get(arm)
         failed = sum(t.value is None for t in r.trials)
         rows.append([arm, lr_cell(results, arm), MISSING if original is None else f"{original:.5f}",
                      *setting_cells(results, arm, others), fmt(r.best_value), f"{len(r.trials)} / {failed}"])
@@ -125,8 +126,8 @@ def _tuned(results: Results, verdicts: WorkloadVerdicts) -> list[Block]:
     blocks: list[Block] = [
         ("h", 2, "Tuned learning rates and hyperparameters"),
         ("p", "The best setting of each arm's search space (study 0's best trial); `fixed` values are not tuned, "
-              "`—` is outside the arm's space (its default). The original write-up's lrs are shown for adam and "
-              "hessian-adam only."),
+              "`—` is outside the arm's space (its default). The original write-up's lrs are shown for "
+              f"{' and '.join(write_up.tuned_lr)} only."),
         ("table", ["optimizer", "best lr", "original write-up", *[f"`{n}`" for n in others],
                    f"tuning objective (seed {results.config['seed']})", trials], rows)]
     if verdicts.lr_order:

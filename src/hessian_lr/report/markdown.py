@@ -1,14 +1,13 @@
 """``report.md``: the report's blocks (``document.py``) rendered as markdown. Nothing here judges or
-computes; the verdicts come from ``verdicts.py``, the layout from ``document.py``."""
+computes; the verdicts come from ``verdicts``, the layout from ``document.py``."""
 
 from __future__ import annotations
 
 from hessian_lr.report.document import Block, build_document
 from hessian_lr.report.summary import early_epoch
-from hessian_lr.report.verdicts import ORIGINAL_BEST_LR
 from hessian_lr.results import Results
 
-__all__ = ["render_markdown", "build_document", "to_markdown", "early_epoch", "ORIGINAL_BEST_LR", "Block"]
+__all__ = ["render_markdown", "build_document", "to_markdown", "early_epoch", "Block"]
 
 
 def _md_cell(text: str) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from hessian_lr import events, interrupts
+from hessian_lr.protocols import PROTOCOLS  # the presets, beside the write-up they reproduce
 
 __all__ = ["main", "build_parser", "console_main"]
 
@@ -177,7 +178,6 @@ def _add_suite_options(parser: argparse.ArgumentParser) -> None:
 
 COMPARE_KEYS = ("out", "trials", "epochs", "seed", "optimizers", "workload", "lr_low", "lr_high", "storage",
                 "workers", "threads", "seeds", "ablation", "batch_trials", "batch_startup", "study", "space", "studies")
-PROTOCOLS = {"seed": {"seeds": 1, "ablation": False}, "full": {"seeds": 10, "ablation": True}}
 
 
 SUITE_KEYS = tuple(k for k in COMPARE_KEYS if k not in ("workload", "epochs")) + ("workloads", "fidelity")

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hessian_lr.workloads import cifar10
+
 CIFAR_FOLDER = "cifar-10-batches-py"
 LABEL_NAMES = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
 
@@ -34,9 +36,11 @@ def cifar_images(count: int, seed: int) -> tuple[np.ndarray, list[int]]:
 
 
 def write_cifar_file(path: Path, data: np.ndarray, labels: list[int], name: str = "fixture") -> None:
-    """One CIFAR-10 batch pickle at ``path``."""
-    entry = {b"batch_label": name.encode(), b"labels": labels, b"data": data,
-             b"filenames": [f"{name}_{i}.png".encode() for i in range(len(labels))]}
+    """One CIFAR-10 batch pickle at ``path`` (any ``data``: the corrupt-file tests write wrong ones)."""
+    if data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072:
+        cifar10.write_batch_file(path, data, labels, name)
+        return
+    entry = {b"batch_label": name.encode(), b"labels": labels, b"data": data}
     path.write_bytes(pickle.dumps(entry, protocol=2))
 
 

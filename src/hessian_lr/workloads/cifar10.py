@@ -37,7 +37,8 @@ from torch import Tensor
 from hessian_lr.workloads.datadir import dataset_error, resolve_data_dir
 
 __all__ = ["DATASET", "FOLDER", "TRAIN_FILES", "TEST_FILE", "NUM_CLASSES", "IMAGE_SHAPE", "MEAN", "STD", "PADDING",
-           "LabeledImages", "Cifar10Splits", "EpochDraws", "read_batch_file", "validation_size", "load_cifar10",
+           "LabeledImages", "Cifar10Splits", "EpochDraws", "read_batch_file", "write_batch_file", "validation_size",
+           "load_cifar10",
            "draw_epoch", "crop_flip", "normalize", "train_batches", "eval_batches"]
 
 DATASET = "cifar10"
@@ -137,6 +138,22 @@ def read_batch_file(path: Path, data_dir: Path) -> tuple[np.ndarray, np.ndarray]
     if label_array.size and not (0 <= label_array.min() and label_array.max() < NUM_CLASSES):
         raise fail(f"labels must lie in [0, {NUM_CLASSES - 1}], got [{label_array.min()}, {label_array.max()}]")
     return data.reshape(-1, *IMAGE_SHAPE), label_array
+
+
+def write_batch_file(path: Path, images: np.ndarray, labels: list[int] | np.ndarray, name: str = "batch") -> None:
+    """Write one CIFAR-10 pickle in the real files' format (protocol 2; what :func:`read_batch_file`
+    reads): for test fixtures and benchmarks that need CIFAR-format files without the download.
+
+    Args:
+        path: the file.
+        images: uint8 ``[N, 3, 32, 32]`` or ``[N, 3072]`` (channel-major).
+        labels: N ints in 0..9.
+        name: the ``b"batch_label"`` (and the stem of the ``b"filenames"``).
+    """
+    data = np.ascontiguousarray(images).reshape(len(images), -1)
+    entry = {b"batch_label": name.encode(), b"labels": [int(v) for v in labels], b"data": data,
+             b"filenames": [f"{name}_{i}.png".encode() for i in range(len(data))]}
+    path.write_bytes(pickle.dumps(entry, protocol=2))
 
 
 def validation_size(num_training_images: int) -> int:

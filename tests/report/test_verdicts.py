@@ -1,4 +1,4 @@
-"""verdicts.py on synthetic results with known effects: flip an effect and the verdict flips."""
+"""The verdicts package on synthetic results with known effects: flip an effect and the verdict flips."""
 
 from __future__ import annotations
 

@@ -95,6 +95,7 @@ class CompareConfig:
     space: str = "default"
     spaces: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     arms: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # [arms.NAME] tables
+    workload_options: Mapping[str, Any] = field(default_factory=dict)  # [workload] table: the factory's options
     seeds: int = 10  # final runs per arm (seeds seed .. seed+seeds-1), paired across arms
     ablation: bool = True  # also train every arm at every other arm's tuned lr
     studies: int = 1  # independent tuning studies per arm (different sampler seeds)
@@ -115,7 +116,11 @@ class CompareConfig:
                              f"({', '.join(self.optimizers)})")
         if not isinstance(self.workload, str):
             raise ValueError(f"workload must be a name, got {self.workload!r}")
-        workload = get_workload(self.workload)
+        if not isinstance(self.workload_options, Mapping):
+            raise ValueError(f"workload_options must be a table of a workload factory's options, got "
+                             f"{self.workload_options!r}")
+        object.__setattr__(self, "workload_options", dict(self.workload_options))
+        workload = get_workload(self.workload, self.workload_options)
         if self.epochs is None:
             object.__setattr__(self, "epochs", workload.epochs)
         for name, high in (("trials", MAX_COUNT), ("epochs", MAX_COUNT), ("seeds", MAX_SEEDS),
@@ -225,6 +230,8 @@ class CompareConfig:
         same one. ``trials`` is not part of it: asking for more trials extends a finished study."""
         key = {k: getattr(self, k) for k in ("workload", "epochs", "seed")}
         key["space"] = self.arm_spaces[arm].fingerprint()
+        if self.workload_options:  # a workload factory's options change every trial
+            key["workload_options"] = self.workload_options
         if arm in self.arms:  # a declared arm's base, estimator and options change its trials
             key["arm"] = self.arms[arm]
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
@@ -235,6 +242,8 @@ class CompareConfig:
         data["out"] = str(self.out)
         data["spaces"] = {arm: dict(space) for arm, space in self.spaces.items()}
         add_declared_arms(data, self.arms)
+        if not self.workload_options:  # the stored config of a run without them is what it was before they existed
+            data.pop("workload_options", None)
         return data
 
     def resolved_spaces(self) -> dict[str, dict[str, Any]]:
@@ -285,8 +294,9 @@ CONFIG_KEYS = {f.name for f in fields(CompareConfig)} - {"spaces"}
 
 def load_toml(path: Path, allowed: set[str] | None = None) -> dict[str, Any]:
     """Read a TOML config: keys as the CLI's long options (``-`` or ``_``), plus ``[space.ARM]``
-    tables (or ``space = "wide"``; a ``[space]`` table may also hold ``preset = "wide"``) and
-    ``[arms.NAME]`` tables (arms of the run's own, validated by the config class).
+    tables (or ``space = "wide"``; a ``[space]`` table may also hold ``preset = "wide"``),
+    ``[arms.NAME]`` tables (arms of the run's own, validated by the config class) and a
+    ``[workload]`` table (``name``, the workload, and its factory's keyword options).
     Keys outside ``allowed`` (default: :class:`CompareConfig`'s fields) are errors; types are
     checked by the config class."""
     allowed = (allowed or CONFIG_KEYS) - {"spaces"}
@@ -307,6 +317,15 @@ def load_toml(path: Path, allowed: set[str] | None = None) -> dict[str, Any]:
             del data["space"]
         else:
             data["space"] = preset
+    workload = data.get("workload")
+    if isinstance(workload, dict):  # [workload]: its name (or --workload's) and the other keys a factory's options
+        options = dict(workload)
+        name = options.pop("name", None)
+        data["workload_options"] = options
+        if name is None:
+            del data["workload"]
+        else:
+            data["workload"] = name
     unknown = sorted(set(data) - allowed - {"spaces"})
     if unknown:
         raise ValueError(f"unknown key(s) in config file {path}: {', '.join(unknown)}")

@@ -8,8 +8,12 @@ CPU seconds of the process, which on this shared machine match its quiet wall ti
 
 from __future__ import annotations
 
-from functools import partial
+import json
+from collections.abc import Mapping
+from functools import lru_cache, partial
+from typing import Any
 
+from hessian_lr.imports import import_object, is_import_path, module_of, package_versions
 from hessian_lr.workloads import digits, quadratic, teacher, transformer
 from hessian_lr.workloads.base import Reference, Workload
 from hessian_lr.workloads.convolution import Mnist1dCNN
@@ -17,7 +21,7 @@ from hessian_lr.workloads.data import mnist1d_splits
 from hessian_lr.workloads.mlp import mlp
 from hessian_lr.workloads.sequence import BiGRUClassifier
 
-__all__ = ["Workload", "Reference", "WORKLOADS", "get_workload", "register", "mlp", "Mnist1dCNN"]
+__all__ = ["Workload", "Reference", "WORKLOADS", "get_workload", "workload_provenance", "register", "mlp", "Mnist1dCNN"]
 
 WORKLOADS: dict[str, Workload] = {}
 
@@ -28,12 +32,74 @@ def register(workload: Workload) -> Workload:
     return workload
 
 
-def get_workload(name: str) -> Workload:
-    """The registered workload called ``name``; ValueError naming the known ones otherwise."""
+def get_workload(name: str, options: Mapping[str, Any] | None = None) -> Workload:
+    """The workload called ``name``: a registered name, or an import path ``package.module:attr``
+    of your own (the current folder is searched too, as ``python -m`` would) naming either a
+    :class:`Workload` or a factory that takes keyword ``options`` and returns one. Equal names
+    and options give the same object (its data are loaded once per process).
+
+    Args:
+        name: a registered name or an import path.
+        options: keyword arguments of a factory (the ``[workload]`` table of a TOML config).
+
+    Raises:
+        ValueError: one line: an unknown name, a path that cannot be imported or names no
+            workload, a factory that rejects the options or returns no workload, options for a
+            workload that takes none.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a workload name must be a non-empty string, got {name!r}")
+    options = dict(options or {})
+    if is_import_path(name):
+        try:
+            options_json = json.dumps(options, sort_keys=True)
+        except (TypeError, ValueError):
+            raise ValueError(f"workload {name!r}: its options must be plain values (numbers, strings, lists, "
+                             f"tables), got {options!r}") from None
+        return _workload_from_path(name, options_json)
+    if name not in WORKLOADS:
+        raise ValueError(f"unknown workload {name!r}; choose from {', '.join(sorted(WORKLOADS))}, or give an import "
+                         "path 'package.module:name' of a Workload or a factory returning one")
+    if options:
+        raise ValueError(f"workload {name!r} takes no options, got {', '.join(sorted(options))}")
+    return WORKLOADS[name]
+
+
+@lru_cache(maxsize=None)
+def _workload_from_path(path: str, options_json: str) -> Workload:
+    options = json.loads(options_json)
+    target = import_object(path, "workload")
+    if isinstance(target, Workload):
+        if options:
+            raise ValueError(f"workload {path!r} is a Workload object, which takes no options; got "
+                             f"{', '.join(sorted(options))} (name a factory that takes them)")
+        return target
+    if not callable(target):
+        raise ValueError(f"workload {path!r} is a {type(target).__name__}, not a Workload or a factory returning one")
     try:
-        return WORKLOADS[name]
-    except KeyError:
-        raise ValueError(f"unknown workload {name!r}; choose from {', '.join(sorted(WORKLOADS))}") from None
+        workload = target(**options)
+    except TypeError as exc:
+        given = f"the options {options}" if options else "no options"
+        raise ValueError(f"workload {path!r}: the factory cannot be called with {given}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's factory failed
+        raise ValueError(f"workload {path!r}: the factory raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(workload, Workload):
+        raise ValueError(f"workload {path!r}: the factory returned a {type(workload).__name__}, not a "
+                         "hessian_lr.workloads.Workload")
+    return workload
+
+
+def workload_provenance(name: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Where a workload comes from, for results.json and the report: its ``source`` (the import
+    path, or ``"registry"``), ``module``, ``options``, and the distribution and version of its
+    top-level package (``None`` for a module in the current folder)."""
+    if not is_import_path(name):
+        get_workload(name)
+        return {"source": "registry", "module": __name__, "options": {},
+                "packages": package_versions(["hessian_lr"])}
+    module = module_of(name)
+    return {"source": name, "module": module, "options": dict(options or {}),
+            "packages": package_versions([module.split(".")[0]])}
 
 
 _MNIST1D = "Greydanus 2020, mnist1d README (https://github.com/greydanus/mnist1d): Adam lr 1e-2, batch 100, 6,000 steps"

@@ -52,16 +52,16 @@ from torch.optim import Optimizer
 from hessian_lr.arms import Arm
 from hessian_lr.training import conv as _conv  # noqa: F401  (registers the Mnist1dCNN batched forward)
 from hessian_lr.training.forward import batched_forward
-from hessian_lr.training.loop import GLOBAL_RNG_LOCK, ModelRNG, Run
 from hessian_lr.training.mlp import BatchedMLP
+from hessian_lr.training.records import GLOBAL_RNG_LOCK, ModelRNG, Run
 from hessian_lr.training.stacking import LR, compact_optimizer, drop_parameters, hyperparameter_key, stacking_of
 from hessian_lr.workloads import Workload
 
-__all__ = ["StackedModels", "generic_path_supports", "hand_written_path_serves"]
+__all__ = ["StackedModels", "generic_path_supports", "hand_written_path_serves", "model_structure"]
 
 
 @functools.lru_cache(maxsize=None)
-def _model_structure(workload: Workload) -> nn.Module:
+def model_structure(workload: Workload) -> nn.Module:
     """A throwaway model of ``workload`` (its structure only), built without touching torch's
     global RNG."""
     with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
@@ -71,7 +71,7 @@ def _model_structure(workload: Workload) -> nn.Module:
 def hand_written_path_serves(workload: Workload, arm: Arm) -> bool:
     """Whether the gradients of ``arm`` on ``workload`` come from the hand-written batched MLP
     backward (:class:`~hessian_lr.training.mlp.BatchedMLP`)."""
-    return arm.step.plain and BatchedMLP.supports(_model_structure(workload), workload.loss_fn,
+    return arm.step.plain and BatchedMLP.supports(model_structure(workload), workload.loss_fn,
                                                    l2=float(getattr(workload, "l2", 0.0)))
 
 
@@ -122,7 +122,7 @@ def _views(flat: Tensor, shapes: Sequence[tuple[int, ...]], rows: int) -> list[T
 
 
 class StackedModels:
-    """A :class:`~hessian_lr.training.loop.ModelSet` of K stacked models (see the module docstring).
+    """A :class:`~hessian_lr.training.records.ModelSet` of K stacked models (see the module docstring).
 
     Args:
         workload: the workload (its model, loss, L2 penalty).
@@ -130,13 +130,15 @@ class StackedModels:
         runs: one per model, in row order; initial weights from each run's seed. Consecutive
             runs whose hyperparameters differ only in the lr share an optimizer where that is
             the same training (:func:`~hessian_lr.training.loop.train` orders them so).
+        device: where the stacked parameters, gradients and optimizer states live (float32).
     """
 
-    def __init__(self, workload: Workload, arm: Arm, runs: Sequence[Run]) -> None:
+    def __init__(self, workload: Workload, arm: Arm, runs: Sequence[Run], device: torch.device | str = "cpu") -> None:
         if not arm.step.stacks:
             raise ValueError(f"arm {arm.name!r}: its training step does not stack models")
         self.workload, self.arm = workload, arm
         self.runs = list(runs)
+        self.device = torch.device(device)
 
         initial: dict[int, list[Tensor]] = {}
         # The global RNG stream each seed's model leaves behind: what a per-model optimizer that
@@ -146,15 +148,15 @@ class StackedModels:
         model = None
         for run in self.runs:
             if run.seed not in initial:
-                model, self._rng[run.seed] = ModelRNG.initial(workload, run.seed)
-                initial[run.seed] = [p.detach() for p in model.parameters()]
+                model, self._rng[run.seed] = ModelRNG.initial(workload, run.seed, self.device)
+                initial[run.seed] = [p.detach().to(self.device) for p in model.parameters()]
         assert model is not None
         self.model = model.eval()
         self.names = [name for name, _ in model.named_parameters()]
         self.shapes = [tuple(p.shape) for p in model.parameters()]
         dtype = next(model.parameters()).dtype
         k = len(self.runs)
-        self.flat = torch.empty(k * sum(math.prod(s) for s in self.shapes), dtype=dtype)
+        self.flat = torch.empty(k * sum(math.prod(s) for s in self.shapes), dtype=dtype, device=self.device)
         self.params = _views(self.flat, self.shapes, k)
         for i, block in enumerate(self.params):
             torch.stack([initial[run.seed][i] for run in self.runs], out=block)
@@ -168,7 +170,7 @@ class StackedModels:
         self.grads = _views(self.gflat, self.shapes, k) if self.gflat is not None else []
         self.units = self._build_units()
         self._prepare_scaling()
-        self.stopped = torch.zeros(k, dtype=torch.bool)
+        self.stopped = torch.zeros(k, dtype=torch.bool, device=self.device)
         self._any_stopped = False  # mirrors stopped.any(), read every step without a tensor op
         self.steps = 0
         self._functional = None if self.mlp is not None else self._make_functional()
@@ -199,7 +201,8 @@ class StackedModels:
             top = max(lrs)
             one_lr = all(lr == top for lr in lrs)
             stacking = stacking_of(self.arm, {**hyperparameters, LR: top}, self.shapes)
-            scale = None if one_lr else torch.tensor([lr / top for lr in lrs], dtype=self.flat.dtype)
+            scale = None if one_lr else torch.tensor([lr / top for lr in lrs], dtype=self.flat.dtype,
+                                                     device=self.device)
             kind = STACKED if stacking.stackable else POOLED if (
                 stacking.poolable or (one_lr and stacking.poolable_at_one_lr)) else None
             if kind is not None:
@@ -242,7 +245,7 @@ class StackedModels:
         """Per parameter block, the rows' lr scales as a ``[K, 1, ...]`` column (1 outside units
         with mixed lrs) that broadcasts over the block: a full-size scale vector would be one
         more model-sized array to stream through the cache every step."""
-        scale = torch.ones(len(self.runs), dtype=self.flat.dtype)
+        scale = torch.ones(len(self.runs), dtype=self.flat.dtype, device=self.device)
         for unit in self.units:
             if unit.lr_scale is not None:
                 scale[unit.start : unit.stop] = unit.lr_scale
@@ -312,14 +315,14 @@ class StackedModels:
         if stacked_grads:
             if bool(self.gflat.sum().isfinite()):
                 return None
-            bad = torch.zeros(k, dtype=torch.bool)
+            bad = torch.zeros(k, dtype=torch.bool, device=self.device)
             for g in stacked_grads:
                 bad |= ~g.reshape(k, -1).isfinite().all(dim=1)
             return bad if bool(bad.any()) else None
         grads = [g for unit in self.units for g in self._unit_grads(unit) if g is not None]
         if grads and bool(torch.stack([g.sum() for g in grads]).sum().isfinite()):
             return None
-        bad = torch.zeros(k, dtype=torch.bool)
+        bad = torch.zeros(k, dtype=torch.bool, device=self.device)
         n = len(self.shapes)
         for unit in self.units:
             for j, g in enumerate(self._unit_grads(unit)):
@@ -400,7 +403,7 @@ class StackedModels:
     def keep(self, positions: Sequence[int]) -> None:
         """Drop every row but ``positions``: the flat buffers shrink, per-model optimizers of
         dropped rows go, stacked and pooled optimizers keep the state of their kept rows."""
-        keep = torch.tensor(list(positions), dtype=torch.long)
+        keep = torch.tensor(list(positions), dtype=torch.long, device=self.device)
         kept = set(positions)
         n = len(self.shapes)
         units, new_row = [], 0
@@ -411,12 +414,12 @@ class StackedModels:
             if len(rows) < len(unit.rows):
                 local = [r - unit.start for r in rows]
                 if unit.kind == STACKED:
-                    compact_optimizer(unit.optimizer, unit.leaves, torch.tensor(local))
+                    compact_optimizer(unit.optimizer, unit.leaves, torch.tensor(local, device=self.device))
                 elif unit.kind == POOLED:
                     unit.leaves = [leaf for position in local for leaf in unit.row_leaves(position, n)]
                     unit.optimizer = drop_parameters(unit.optimizer, unit.leaves,
                                                      lambda params, hp=unit.hyperparameters: self.arm.build(params, **hp))
-                unit.lr_scale = None if unit.lr_scale is None else unit.lr_scale[torch.tensor(local)]
+                unit.lr_scale = None if unit.lr_scale is None else unit.lr_scale[torch.tensor(local, device=self.device)]
             unit.start, unit.stop = new_row, new_row + len(rows)
             new_row = unit.stop
             units.append(unit)
@@ -436,5 +439,5 @@ class StackedModels:
         self.units = units
         self.runs = [self.runs[p] for p in positions]
         self._prepare_scaling()
-        self.stopped = torch.zeros(k, dtype=torch.bool)
+        self.stopped = torch.zeros(k, dtype=torch.bool, device=self.device)
         self._any_stopped = False

@@ -43,7 +43,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from hessian_lr.arms import Arm
-from hessian_lr.training.loop import GLOBAL_RNG_LOCK
+from hessian_lr.training.records import GLOBAL_RNG_LOCK
 
 __all__ = ["Stacking", "stacking_of", "compact_optimizer", "drop_parameters", "hyperparameter_key", "LR"]
 

@@ -1,5 +1,17 @@
-"""The data container (:class:`Splits`), the on-disk cache, and offline mnist1d split into
-train / validation / test tensors."""
+"""A workload's data as batch streams, the on-disk cache, and offline mnist1d split into
+train / validation / test tensors.
+
+A workload's ``load_data()`` returns one of two kinds of data (:data:`WorkloadData`):
+
+* :class:`Splits` — in-memory tensors of the three splits: the fast path. The skeleton moves them
+  to the run's device once, draws one ``randperm`` per epoch from the run's generator and slices
+  minibatches; K models of such a workload may train stacked.
+* :class:`Loaders` — streams of ``(x, y)`` minibatches: a user's ``torch.utils.data.DataLoader``
+  with its own augmentation and workers, or any iterable (e.g. images held as one uint8 tensor on
+  the device, augmented a whole batch at a time). The skeleton builds one training stream per run
+  from a ``torch.Generator`` seeded with the run's seed, iterates it once per epoch and moves each
+  batch to the device (non-blocking from pinned memory); such runs train one model at a time.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +20,7 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Splits", "cache_dir", "cached_arrays", "package_version", "features", "labels", "load_mnist1d",
+__all__ = ["Splits", "Loaders", "Batch", "WorkloadData", "minibatches", "cache_dir", "cached_arrays", "package_version", "features", "labels", "load_mnist1d",
            "mnist1d_splits"]
 
 VALIDATION_ROWS = 500  # of mnist1d's 4,000 training rows; 3,500 remain = 35 batches of 100
@@ -44,6 +56,74 @@ class Splits:
     @property
     def num_classes(self) -> int:
         return int(torch.cat([self.y_train, self.y_val, self.y_test]).max()) + 1
+
+    def to(self, device: torch.device | str) -> Splits:
+        """The splits on ``device`` (these very tensors where they are there already)."""
+        device = torch.device(device)
+        if self.x_train.device == device:
+            return self
+        return Splits(*(t.to(device) for t in (self.x_train, self.y_train, self.x_val, self.y_val,
+                                               self.x_test, self.y_test)))
+
+
+Batch = tuple[Tensor, Tensor]  # (inputs, targets) of one minibatch, rows first
+
+
+@dataclass(frozen=True)
+class Loaders:
+    """A workload's data as streams of ``(x, y)`` minibatches (the loader-fed contract).
+
+    Every random draw of the data — order, augmentation, the seeds of a DataLoader's workers —
+    comes from the generator handed to :attr:`train`, so two runs with the same seed see the same
+    batches (paired seeds stay paired across arms) and a run retrained after a kill sees the
+    batches it saw before. For a ``torch.utils.data.DataLoader`` pass it as ``generator=``
+    (torch then draws the sampler's order and every worker's base seed from it, and seeds torch,
+    ``random`` and numpy in each worker from that base seed)::
+
+        Loaders(train=lambda g: DataLoader(train_set, batch_size=128, shuffle=True, generator=g,
+                                           num_workers=2, pin_memory=True, drop_last=True),
+                val=lambda: DataLoader(val_set, batch_size=512),
+                test=lambda: DataLoader(test_set, batch_size=512))
+
+    Attributes:
+        train: ``train(generator)`` → the run's training stream; called once per run with a CPU
+            ``torch.Generator`` seeded with the run's seed; every ``iter()`` of it is one epoch.
+            A stream on a device may draw its random numbers on the CPU from ``generator`` (small
+            index tensors) and move them, or seed a device generator from ``generator``.
+        val: ``val()`` → the validation batches, in a fixed order, without augmentation.
+        test: ``test()`` → the test batches (None: the workload has no test split).
+        steps_per_epoch: batches per epoch; None reads ``len()`` of a training stream (required
+            where the stream has no length, e.g. random windows of a text).
+    """
+
+    train: Callable[[torch.Generator], Iterable[Batch]]
+    val: Callable[[], Iterable[Batch]]
+    test: Callable[[], Iterable[Batch]] | None = None
+    steps_per_epoch: int | None = None
+
+    def epoch_length(self) -> int:
+        """Batches per epoch: :attr:`steps_per_epoch`, else the length of a training stream."""
+        if self.steps_per_epoch is not None:
+            if self.steps_per_epoch < 1:
+                raise ValueError(f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
+            return self.steps_per_epoch
+        stream = self.train(torch.Generator().manual_seed(0))
+        try:
+            return len(stream)  # type: ignore[arg-type]
+        except TypeError:
+            raise ValueError("Loaders.steps_per_epoch is required: the training stream has no len()") from None
+
+
+WorkloadData = Splits | Loaders
+
+
+def minibatches(x: Tensor, y: Tensor, batch_size: int | None) -> Iterator[Batch]:
+    """``(x, y)`` in consecutive slices of ``batch_size`` rows (one slice of everything for None)."""
+    if batch_size is None or batch_size >= len(x):
+        yield x, y
+        return
+    for start in range(0, len(x), batch_size):
+        yield x[start : start + batch_size], y[start : start + batch_size]
 
 
 def cache_dir() -> Path:

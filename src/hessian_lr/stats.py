@@ -31,7 +31,8 @@ from functools import cache
 from typing import Any
 
 __all__ = ["Describe", "Paired", "describe", "t_ci", "paired", "holm", "time_to_target", "median", "t_sf", "t_ppf",
-           "wilcoxon_p", "spearman", "PooledCorrelation", "pooled_spearman_test"]
+           "wilcoxon_p", "spearman", "average_ranks", "PooledCorrelation",
+           "pooled_spearman_test"]
 
 CONFIDENCE = 0.95
 MIN_WILCOXON = 6  # below this the exact signed-rank test cannot reach p < 0.05 (two-sided)
@@ -91,7 +92,8 @@ def t_ppf(q: float, df: float) -> float:
     return 0.5 * (low + high)
 
 
-def _average_ranks(values: Sequence[float]) -> list[float]:
+def average_ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks of ``values``, ties sharing the mean of the ranks they span (``inf`` ranks last)."""
     order = sorted(range(len(values)), key=lambda i: values[i])
     ranks = [0.0] * len(values)
     start = 0
@@ -122,7 +124,7 @@ def wilcoxon_p(diffs: Sequence[float]) -> float:
     n = len(nonzero)
     if n == 0:
         return 1.0
-    ranks = _average_ranks([abs(d) for d in nonzero])
+    ranks = average_ranks([abs(d) for d in nonzero])
     w_plus = sum(r for r, d in zip(ranks, nonzero) if d > 0)
     ties = len(set(abs(d) for d in nonzero)) < n
     if not ties and len(nonzero) == len(diffs) and n <= 50:
@@ -152,7 +154,7 @@ def wilcoxon_p(diffs: Sequence[float]) -> float:
 def _rank_nonzero(magnitudes: Sequence[float]) -> list[float]:
     """Average ranks of the non-zero magnitudes among themselves (zeros get rank 0)."""
     nonzero = [m for m in magnitudes if m != 0]
-    ranks = iter(_average_ranks(nonzero))
+    ranks = iter(average_ranks(nonzero))
     return [next(ranks) if m != 0 else 0.0 for m in magnitudes]
 
 
@@ -278,7 +280,7 @@ MONTE_CARLO_RESAMPLES = 20_000  # p's Monte Carlo standard error <= 0.0036 (0.00
 
 def _centred_ranks(values: Sequence[float]) -> list[float]:
     """Average ranks minus their mean (n + 1) / 2: multiples of 1/2, so their dot products are exact."""
-    ranks = _average_ranks(values)
+    ranks = average_ranks(values)
     middle = (len(values) + 1) / 2
     return [r - middle for r in ranks]
 

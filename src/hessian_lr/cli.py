@@ -172,6 +172,10 @@ def _add_suite_options(parser: argparse.ArgumentParser) -> None:
         "trains for its own default budget")
     add("--fidelity", action=argparse.BooleanOptionalAction, default=None,
         help="also measure every estimator against the exact Hessian diagonal on every workload (default: on)")
+    add("--question", choices=("estimators", "bases"), help="run the arms that answer one of the write-up's open "
+        "questions, and say so in the report: 'estimators' = adam, sgd and each wrapped with every curvature "
+        "estimator; 'bases' = adam, sgd, adamw, lion, adabelief, soap, each bare and wrapped (grad-diff). It sets "
+        "the arms: --optimizers (or optimizers in --config) must then be left out (default: none)")
     _add_protocol_options(parser, {"optimizers": "adam,hessian-adam,sgd,hessian-sgd", "seeds": "5",
                                    "ablation": "off", "study": "suite"})
 
@@ -180,7 +184,7 @@ COMPARE_KEYS = ("out", "trials", "epochs", "seed", "optimizers", "workload", "lr
                 "workers", "threads", "seeds", "ablation", "batch_trials", "batch_startup", "study", "space", "studies")
 
 
-SUITE_KEYS = tuple(k for k in COMPARE_KEYS if k not in ("workload", "epochs")) + ("workloads", "fidelity")
+SUITE_KEYS = tuple(k for k in COMPARE_KEYS if k not in ("workload", "epochs")) + ("workloads", "fidelity", "question")
 
 
 def _settings(args: argparse.Namespace, keys: tuple[str, ...], allowed: set[str]) -> dict[str, Any]:

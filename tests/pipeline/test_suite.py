@@ -124,3 +124,89 @@ def test_repeated_studies_show_the_tuning_luck_in_the_suite_report(tmp_path):
     assert [s["study"] for s in studies] == [0, 1] and [s["sampler_seed"] for s in studies] == [0, 1]
     report = (tmp_path / "suite.md").read_text()
     assert "## Tuning luck" in report and "| digits-softmax | hessian-adam | 2 |" in report
+
+
+# -- the question presets ------------------------------------------------------------------------------------
+
+ESTIMATORS_PRESET = ("adam", "sgd",
+                     "hessian-adam", "hessian-adam-squared-grad", "hessian-adam-secant", "hessian-adam-secant-rms",
+                     "hessian-adam-hutchinson", "hessian-adam-gauss-newton",
+                     "hessian-sgd", "hessian-sgd-squared-grad", "hessian-sgd-secant", "hessian-sgd-secant-rms",
+                     "hessian-sgd-hutchinson", "hessian-sgd-gauss-newton")
+BASES_PRESET = ("adam", "sgd", "adamw", "lion", "adabelief", "soap",
+                "hessian-adam", "hessian-sgd", "hessian-adamw", "hessian-lion", "hessian-adabelief", "hessian-soap")
+
+
+def test_the_question_presets_name_every_estimator_and_every_base():
+    from hessian_lr.optim.estimators import ESTIMATORS
+    from hessian_lr.pipeline.suite import fidelity_estimators, question_arms
+
+    assert set(ESTIMATORS) == {"grad-diff", "squared-grad", "secant", "secant-rms", "hutchinson", "gauss-newton"}
+    assert question_arms("estimators") == ESTIMATORS_PRESET and question_arms("bases") == BASES_PRESET
+    assert set(fidelity_estimators(ESTIMATORS_PRESET)) == set(ESTIMATORS)  # fidelity for every estimator trained
+    with pytest.raises(ValueError, match="question must be one of estimators, bases, got 'optimizers'"):
+        question_arms("optimizers")
+
+
+def test_a_question_sets_the_arms_and_refuses_other_optimizers(tmp_path):
+    from hessian_lr.pipeline.suite import DEFAULT_OPTIMIZERS
+
+    config = SuiteConfig(question="estimators", workloads=WORKLOADS, out=tmp_path)
+    assert config.optimizers == ESTIMATORS_PRESET and config.to_dict()["question"] == "estimators"
+    assert config.compare_config("digits-softmax").optimizers == ESTIMATORS_PRESET
+    named = SuiteConfig(question="estimators", optimizers=list(ESTIMATORS_PRESET), workloads=WORKLOADS, out=tmp_path)
+    assert named.optimizers == ESTIMATORS_PRESET  # naming exactly the question's arms is no conflict
+    plain = SuiteConfig(workloads=WORKLOADS, out=tmp_path)
+    assert plain.optimizers == DEFAULT_OPTIMIZERS and plain.to_dict()["question"] is None
+    with pytest.raises(ValueError, match="optimizers conflict with question 'estimators', which runs its own arms"):
+        SuiteConfig(question="estimators", optimizers=("adam", "sgd"), workloads=WORKLOADS, out=tmp_path)
+    with pytest.raises(ValueError, match="question must be one of estimators, bases, got 'lr'"):
+        SuiteConfig(question="lr", workloads=WORKLOADS, out=tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_question_on_the_command_line_and_in_a_config_file(tmp_path, capsys):
+    from hessian_lr.cli import main
+
+    toml = tmp_path / "q.toml"
+    toml.write_text('question = "estimators"\noptimizers = "adam,sgd"\n')
+    for args in (["--question", "estimators", "--optimizers", "adam,sgd"], ["--config", str(toml)]):
+        assert main(["suite", "--out", str(tmp_path / "run"), "--workloads", "digits-softmax", "--quiet", *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("hessian-lr: error: optimizers conflict with question 'estimators'") and "\n" not in err
+    assert main(["suite", "--question", "everything", "--quiet"]) == 2
+    assert "argument --question: invalid choice: 'everything'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("question", ["estimators", "bases"])
+def test_both_questions_end_to_end_on_two_small_workloads(tmp_path, question):
+    """The console script's ``--question`` on two workloads with 3 trials and 2 seeds: every preset arm
+    trained on both, the question and its answers in suite.json, and the report's sections."""
+    from announced import run_ok
+
+    out = tmp_path / question
+    run_ok(["suite", "--question", question, "--workloads", ",".join(WORKLOADS), "--trials", "3", "--seeds", "2",
+            "--quiet", "--out", str(out)])
+    data = json.loads((out / "suite.json").read_text())
+    preset = ESTIMATORS_PRESET if question == "estimators" else BASES_PRESET
+    assert data["config"]["question"] == question and data["summary"]["question"] == question
+    for name in WORKLOADS:
+        assert tuple(data["workloads"][name]["optimizers"]) == preset
+    answers = data["summary"]["answers"]
+    assert answers["beats_adam"]["reference"] == "adam" and len(answers["beats_adam"]["arms"]) == len(preset) - 1
+    report = (out / "suite.md").read_text()
+    assert "## Question" in report and "## Anything that beats a tuned adam?" in report
+    if question == "estimators":
+        study = answers["estimator_study"]
+        assert {(c["workload"], c["base"]) for c in study["cells"]} == {(w, b) for w in WORKLOADS for b in ("adam", "sgd")}
+        # gauss-newton has no fidelity on the regression workload (its samples need a softmax)
+        assert {tuple(g["left_out"]) for g in study["groups"] if g["workload"] == "noisy-quadratic"} == {("gauss-newton",)}
+        assert {tuple(g["left_out"]) for g in study["groups"] if g["workload"] == "digits-softmax"} == {()}
+        assert [p["scope"] for p in study["pooled"]] == ["adam", "sgd", "all"]
+        assert "### Does fidelity predict training?" in report and (out / "fidelity_training.png").exists()
+    else:
+        study = answers["base_study"]
+        assert [t["base"] for t in study["tallies"]] == list(preset[:6])
+        assert "## Which base optimizers gain?" in report

@@ -15,6 +15,19 @@ finish it, not to redo what was already done). All workloads' studies live in on
 (``OUT/optuna.journal`` or ``--storage``), named
 ``<study>.<workload>.<arm>.<fingerprint>``, so ``hessian-lr worker --storage URL --study <study>``
 joins the whole suite.
+
+Questions (``question=``, ``hessian-lr suite --question``): presets of the arms that answer one of the
+write-up's two open questions (:func:`question_arms`), recorded in suite.json's config so that the
+report says which question the suite was run to answer:
+
+* ``estimators`` — would a better curvature estimate help? ``adam``, ``sgd``, and each wrapped with
+  every registered estimator (``hessian-<base>`` for grad-diff, ``hessian-<base>-<estimator>``);
+* ``bases`` — would other base optimizers? ``adam``, ``sgd``, ``adamw``, ``lion``, ``adabelief``,
+  ``soap``, each bare and wrapped with grad-diff (``hessian-<base>``).
+
+A question sets the arms: naming optimizers as well is refused unless they are exactly the
+question's arms (so a command never runs something other than what it asks). Every
+workload's fidelity study measures every estimator the arms use, besides the default ones.
 """
 
 from __future__ import annotations
@@ -31,11 +44,44 @@ from hessian_lr.pipeline.store import RunStore
 from hessian_lr.results import read_json, versions, write_json
 from hessian_lr.workloads import WORKLOADS
 
-__all__ = ["SuiteConfig", "run_suite", "write_suite", "SUITE_FILE", "parse_workloads"]
+__all__ = ["SuiteConfig", "run_suite", "write_suite", "SUITE_FILE", "parse_workloads", "QUESTIONS", "question_arms",
+           "DEFAULT_OPTIMIZERS", "fidelity_estimators"]
 
 SUITE_FILE = "suite.json"
 SUITE_SCHEMA = 1
 FIDELITY_DIR = "fidelity"
+DEFAULT_OPTIMIZERS = ("adam", "hessian-adam", "sgd", "hessian-sgd")
+QUESTIONS = ("estimators", "bases")
+ESTIMATOR_QUESTION_BASES = ("adam", "sgd")
+BASES_QUESTION_BASES = ("adam", "sgd", "adamw", "lion", "adabelief", "soap")
+
+
+def question_arms(question: str) -> tuple[str, ...]:
+    """The arms a question's preset runs (the first, ``adam``, is the baseline).
+
+    Args:
+        question: ``"estimators"`` or ``"bases"`` (see the module docstring).
+
+    Returns:
+        ``estimators``: the bases, then per base ``hessian-<base>`` and ``hessian-<base>-<estimator>``
+        for every other estimator of :data:`hessian_lr.optim.estimators.ESTIMATORS`, in its order;
+        ``bases``: the bases bare, then each wrapped (``hessian-<base>``), in the same order.
+
+    Raises:
+        ValueError: an unknown question.
+    """
+    from hessian_lr.arms.names import REFERENCE_ESTIMATOR, wrapped_name
+    from hessian_lr.optim.estimators import ESTIMATORS
+
+    if question == "estimators":
+        others = [e for e in ESTIMATORS if e != REFERENCE_ESTIMATOR]
+        return (*ESTIMATOR_QUESTION_BASES,
+                *(arm for base in ESTIMATOR_QUESTION_BASES
+                  for arm in (wrapped_name(base), *(wrapped_name(base, e) for e in others))))
+    if question == "bases":
+        return (*BASES_QUESTION_BASES, *(wrapped_name(base) for base in BASES_QUESTION_BASES))
+    raise ValueError(f"question must be one of {', '.join(QUESTIONS)}, got {question!r}")
+
 
 
 def parse_workloads(names: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -62,10 +108,12 @@ class SuiteConfig:
     Defaults differ from compare's where a suite needs it: 5 paired seeds, no equal-lr ablation
     (it multiplies the final runs by the number of arms), the study prefix ``suite``, and the
     fidelity study of every workload on. Every workload uses its own default budget (epochs).
+    ``question`` (``estimators`` or ``bases``) sets the optimizers to :func:`question_arms`; without
+    it (and without ``optimizers``) they are :data:`DEFAULT_OPTIMIZERS`.
     """
 
     workloads: tuple[str, ...] = tuple(WORKLOADS)
-    optimizers: tuple[str, ...] = ("adam", "hessian-adam", "sgd", "hessian-sgd")
+    optimizers: tuple[str, ...] | None = None  # None: the question's arms, else DEFAULT_OPTIMIZERS
     trials: int = 20
     seed: int = 0
     lr_low: float = 1e-4
@@ -84,9 +132,11 @@ class SuiteConfig:
     study: str = "suite"
     fidelity: bool = True
     out: Path = Path("runs/suite")
+    question: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workloads", parse_workloads(self.workloads))
+        object.__setattr__(self, "optimizers", self._resolved_optimizers())
         if not isinstance(self.fidelity, bool):
             raise ValueError(f"fidelity must be true or false, got {self.fidelity!r}")
         if not isinstance(self.out, (str, Path)) or not str(self.out).strip():
@@ -94,6 +144,19 @@ class SuiteConfig:
         object.__setattr__(self, "out", Path(self.out))
         for workload in self.workloads:  # every compare setting is validated before anything runs
             self.compare_config(workload)
+
+    def _resolved_optimizers(self) -> tuple[str, ...]:
+        """The optimizers: as named, the question's, or the default; a question with other arms is refused."""
+        if self.question is None:
+            return DEFAULT_OPTIMIZERS if self.optimizers is None else self.optimizers
+        if self.question not in QUESTIONS:
+            raise ValueError(f"question must be one of {', '.join(QUESTIONS)}, got {self.question!r}")
+        preset = question_arms(self.question)
+        named = self.optimizers.split(",") if isinstance(self.optimizers, str) else self.optimizers
+        if named is not None and tuple(n.strip() for n in named) != preset:
+            raise ValueError(f"optimizers conflict with question {self.question!r}, which runs its own arms "
+                             f"({','.join(preset)}): give the question or the optimizers, not both")
+        return preset
 
     @property
     def storage_spec(self) -> str:
@@ -122,12 +185,27 @@ def _fidelity(config: SuiteConfig, workload: str) -> dict[str, Any] | None:
 
     folder = config.out / workload / FIDELITY_DIR
     path = folder / "fidelity.json"
+    wanted = fidelity_estimators(config.optimizers)
     if path.exists():
         try:
-            return read_json(path)
+            found = read_json(path)
         except (OSError, ValueError):
-            path.unlink()  # torn by a kill mid-write: computed again
-    return suite_fidelity(folder, workload, seed=config.seed)
+            found = None  # torn by a kill mid-write: computed again
+        measured = set((found or {}).get("estimators") or {}) | set((found or {}).get("skipped") or {})
+        if found is not None and set(wanted) <= measured:
+            return found
+        path.unlink()  # torn, or a study of fewer estimators than these arms use
+    return suite_fidelity(folder, workload, seed=config.seed, estimators=wanted)
+
+
+def fidelity_estimators(arms: tuple[str, ...]) -> tuple[str, ...]:
+    """The fidelity study's estimators: the default ones, then any other that a wrapped arm uses."""
+    from hessian_lr.analysis.fidelity import DEFAULT_ESTIMATORS
+    from hessian_lr.arms.names import parse_wrapped
+    from hessian_lr.optim.estimators import ESTIMATORS
+
+    used = [parsed.estimator for arm in arms if (parsed := parse_wrapped(arm)) is not None]
+    return tuple(dict.fromkeys([*DEFAULT_ESTIMATORS, *(e for e in used if e in ESTIMATORS)]))
 
 
 def run_suite(config: SuiteConfig, progress: Progress = no_progress) -> dict[str, Any]:

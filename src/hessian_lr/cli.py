@@ -153,7 +153,9 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--out", type=_folder, help="run folder for results.json, trials.csv, comparison.png, report.md and the "
         "Optuna study (default: runs/compare)")
-    add("--workload", help=f"workload (default: mnist1d-mlp); known: {', '.join(WORKLOADS)}")
+    add("--workload", help=f"workload (default: mnist1d-mlp); known: {', '.join(WORKLOADS)}; or an import path "
+        "package.module:name of your own Workload, or of a factory returning one (its keyword options: a [workload] "
+        "table in --config)")
     add("--epochs", type=_positive_int, help="training epochs of every trial and final run (default: the workload's "
         "budget, 20 for mnist1d-mlp)")
     add("--protocol", choices=("seed", "full"), help="presets: 'full' = 10 paired seeds and the equal-lr ablation "
@@ -168,8 +170,8 @@ def _add_suite_options(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--out", type=_folder, help="suite folder: suite.json, suite.md, suite.html, profiles.png, the shared Optuna "
         "journal and one compare run folder per workload (default: runs/suite)")
-    add("--workloads", help=f"'all' or comma-separated workloads (default: all = {', '.join(WORKLOADS)}); each "
-        "trains for its own default budget")
+    add("--workloads", help=f"'all' or comma-separated workloads (default: all = {', '.join(WORKLOADS)}), known "
+        "names or import paths package.module:name of your own; each trains for its own default budget")
     add("--fidelity", action=argparse.BooleanOptionalAction, default=None,
         help="also measure every estimator against the exact Hessian diagonal on every workload (default: on)")
     add("--question", choices=("estimators", "bases"), help="run the arms that answer one of the write-up's open "
@@ -411,9 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
     suite.set_defaults(handler=_suite)
 
     worker = commands.add_parser(
-        "worker", help="join a compare run's studies on a shared storage (many machines)",
-        description="Run trials of the studies that 'hessian-lr compare --storage URL --study NAME' created, until "
-        "their budgets are met. Start any number of these on any hosts that reach the storage.")
+        "worker", help="join a compare or suite run on a shared storage (many machines, one per GPU)",
+        description="Work on the run that 'hessian-lr compare|suite --storage URL --study NAME' started: on a database "
+        "storage, its trials and final runs, following a suite from workload to workload, until the run is done "
+        "(started first, it waits for the run); on a journal file, the trials of the studies that exist. Start any "
+        "number of these on any hosts that reach the storage; each needs the run's arms and workloads importable "
+        "(the same packages, and the folder of your own modules as the current folder).")
     worker.add_argument("--storage", required=True, help="the shared storage URL, e.g. "
                         "postgresql+psycopg2://user@host:5432/hessian_lr")
     worker.add_argument("--study", default="compare", help="the study name prefix given to compare (default: compare)")

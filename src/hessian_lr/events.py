@@ -24,6 +24,9 @@ Events announced (``<study>`` is the Optuna study name):
 ``epoch <task>``                    one training epoch of a tuning task or ``final`` finished
 ``trial-told <study> <number> <state>``
 ``final-saved <run key>``           a final run's result is on disk
+``job-claimed <study> <number>``    a job of the storage (a batch of final runs) is taken by this process
+``job-done <study> <number>``       its result is in the storage
+``worker-waiting <study>``          a worker waits for the run named ``<study>`` to start
 ``lanes-joining``                   this thread's lane is done; waiting for the other lanes
 ``storage-retry <call>``            a database call failed for want of a connection; retrying
 ``outputs-written <folder>``        results.json and the report are written

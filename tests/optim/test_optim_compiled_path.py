@@ -67,3 +67,41 @@ def test_a_failed_compilation_warns_once_and_falls_back_to_eager_ops(monkeypatch
     F.single_tensor_grad_diff_(*want, beta=0.9, eps=1e-8, step=1, into_prev=True)
     assert all(torch.equal(a, b) for a, b in zip(got, want))
     assert F._compiled_error is not None  # later calls go straight to the eager ops, without a warning
+
+
+def test_the_measured_compilation_is_the_one_the_steps_reuse(monkeypatch):
+    """Where the default path is measured (a GPU's), the measurement compiles the compiled function
+    for the real parameter set, and the wrapper's steps then run that compilation: one graph in all.
+    (Dynamo's eager backend with a counter stands in for inductor, so nothing is compiled to C++;
+    the compiled function is the only candidate, so no timing decides anything.)"""
+    from torch._dynamo.testing import CompileCounter
+
+    from hessian_lr.optim import autotune
+
+    counter = CompileCounter()
+    monkeypatch.setattr(F, "_compiled", torch.compile(F._grad_diff_lists, backend=counter, fullgraph=True, dynamic=False))
+    monkeypatch.setattr(F, "_compiled_error", None)
+    monkeypatch.setattr(autotune, "CANDIDATES", (F.Implementation.COMPILED,))
+    monkeypatch.setattr(autotune, "_decisions", {})
+    monkeypatch.setattr(autotune, "_timings", {})
+    choose = F.choose_implementation
+    monkeypatch.setattr(F, "choose_implementation",  # CPU tensors measured as a GPU's would be
+                        lambda device_type, **kw: choose("cuda", **{**kw, "kernel": None}))
+    model, ref_model = mlp(), mlp()
+    opt = HessianLRAdaptation(torch.optim.SGD(model.parameters(), lr=0.05), beta=0.9)
+    for t in range(1, 4):
+        opt.zero_grad()
+        _loss(model, torch.zeros(()), t).backward()
+        opt.step()
+    assert opt.implementations == {"compiled"} and counter.frame_count == 1
+    ref_opt = torch.optim.SGD(ref_model.parameters(), lr=0.05)
+    state = [(torch.zeros_like(p), torch.zeros_like(p)) for p in ref_model.parameters()]
+    for t in range(1, 4):
+        ref_opt.zero_grad()
+        _loss(ref_model, torch.zeros(()), t).backward()
+        with torch.no_grad():
+            for p, (prev, h) in zip(ref_model.parameters(), state):
+                F.single_tensor_grad_diff_(p.grad, prev, h, beta=0.9, eps=1e-8, step=t)
+        ref_opt.step()
+    for p, q in zip(model.parameters(), ref_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)

@@ -153,7 +153,7 @@ def fastest(
             return impl is not F.Implementation.COMPILED or F.compiled_error() is None
 
         started = timer()
-        best, medians = pick_fastest(run, timer=timer, synchronize=_synchronizer(device))
+        best, medians = pick_fastest(run, CANDIDATES, timer=timer, synchronize=_synchronizer(device))
         _decisions[key] = best
         _timings[key] = {c.value: m for c, m in medians.items()}
         _log.info(

@@ -6,6 +6,10 @@ and the outputs (``results.json``, ``trials.csv``, the report). Everything is wr
 (a temporary file, then ``os.replace``), so a kill leaves the old file or the new one. A run
 file that cannot be read back (a disk filled mid-write by something else, a hand edit) is moved
 aside as ``*.corrupt`` and its run trained again, never silently reused or fatal to every rerun.
+
+On a database storage the final runs are jobs of the storage instead (any process of any
+machine may train them, :mod:`hessian_lr.tuning.jobs`), and :class:`SharedRuns` reads their
+results back.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 
 from hessian_lr.results import read_json, write_json
 
-__all__ = ["FinalRun", "RunStore", "hyperparameters_text"]
+__all__ = ["FinalRun", "RunStore", "SharedRuns", "hyperparameters_text"]
 
 
 def hyperparameters_text(hyperparameters: Mapping[str, Any]) -> str:
@@ -68,6 +72,11 @@ class RunStore:
     def journal(self) -> Path:
         return self.out / "optuna.journal"
 
+    @property
+    def where(self) -> str:
+        """Where the results are, for messages."""
+        return str(self.out / "runs")
+
     def run_path(self, run: FinalRun) -> Path:
         return self.out / "runs" / f"{run.key}.json"
 
@@ -106,3 +115,32 @@ class RunStore:
             except BlockingIOError:
                 raise ValueError(f"another hessian-lr process is using {self.out}") from None
             yield
+
+
+class SharedRuns:
+    """The results of final runs trained as jobs of a database storage's finals study (each job a
+    batch of runs; see :func:`hessian_lr.pipeline.compare.train_finals`)."""
+
+    def __init__(self, study: Any) -> None:
+        self.study = study
+        self._results: dict[str, dict[str, Any]] = {}
+
+    @property
+    def where(self) -> str:
+        return f"the storage's study {self.study.study_name}"
+
+    def _refresh(self) -> None:
+        from hessian_lr.tuning.jobs import PAYLOAD_ATTR, RESULT_ATTR, finished_jobs
+
+        for trial in finished_jobs(self.study):
+            for run, result in zip(trial.user_attrs[PAYLOAD_ATTR], trial.user_attrs.get(RESULT_ATTR) or []):
+                self._results.setdefault(FinalRun(**run).key, result)
+
+    def load(self, run: FinalRun) -> dict[str, Any] | None:
+        """The stored result of ``run``, or None if no finished job holds it."""
+        if run.key not in self._results:
+            self._refresh()
+        return self._results.get(run.key)
+
+    def has(self, run: FinalRun) -> bool:
+        return self.load(run) is not None

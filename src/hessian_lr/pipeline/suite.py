@@ -42,7 +42,8 @@ from hessian_lr.config import CompareConfig, add_declared_arms
 from hessian_lr.pipeline.execution import Progress, ProgressEvent, no_progress
 from hessian_lr.pipeline.store import RunStore
 from hessian_lr.results import read_json, versions, write_json
-from hessian_lr.workloads import WORKLOADS
+from hessian_lr.imports import is_import_path
+from hessian_lr.workloads import WORKLOADS, get_workload
 
 __all__ = ["SuiteConfig", "run_suite", "write_suite", "SUITE_FILE", "parse_workloads", "QUESTIONS", "question_arms",
            "DEFAULT_OPTIMIZERS", "fidelity_estimators"]
@@ -85,7 +86,9 @@ def question_arms(question: str) -> tuple[str, ...]:
 
 
 def parse_workloads(names: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """``"all"`` or comma-separated names (or a list) -> validated names in order."""
+    """``"all"`` or comma-separated names (or a list) -> validated names in order; import paths
+    ``package.module:name`` of workloads of your own are imported (and refused in one line if
+    they name no workload)."""
     if isinstance(names, str):
         items = list(WORKLOADS) if names.strip() == "all" else names.split(",")
     elif isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names):
@@ -95,7 +98,10 @@ def parse_workloads(names: str | tuple[str, ...] | list[str]) -> tuple[str, ...]
     cleaned = tuple(dict.fromkeys(n.strip() for n in items if n.strip()))
     if not cleaned:
         raise ValueError("workloads must name at least one workload")
-    unknown = [n for n in cleaned if n not in WORKLOADS]
+    for name in cleaned:
+        if is_import_path(name):
+            get_workload(name)
+    unknown = [n for n in cleaned if n not in WORKLOADS and not is_import_path(n)]
     if unknown:
         raise ValueError(f"unknown workload(s) {', '.join(unknown)}; choose from all, {', '.join(WORKLOADS)}")
     return cleaned
@@ -211,7 +217,8 @@ def fidelity_estimators(arms: tuple[str, ...]) -> tuple[str, ...]:
 def run_suite(config: SuiteConfig, progress: Progress = no_progress) -> dict[str, Any]:
     """Run every workload's comparison (and fidelity study), write ``suite.json`` and the suite
     report into ``config.out``, and return the suite dict."""
-    from hessian_lr.pipeline.compare import check_spaces, run_compare
+    from hessian_lr.pipeline.compare import check_spaces, prepare_storage, publish_plan, run_compare
+    from hessian_lr.pipeline.plan import mark_done, set_current
 
     store = RunStore(config.out)
     compares = [config.compare_config(w) for w in config.workloads]
@@ -219,6 +226,9 @@ def run_suite(config: SuiteConfig, progress: Progress = no_progress) -> dict[str
         check_spaces(compare)
     with store.exclusive():
         store.write_config(config.to_dict())
+        plan_study = publish_plan(compares)  # what `hessian-lr worker` follows (database storages)
+        for compare in compares:  # every study made up front, before processes race to make them
+            prepare_storage(compare)
         workloads: dict[str, Any] = {}
         fidelity: dict[str, Any] = {}
         walls: dict[str, float] = {}
@@ -227,7 +237,9 @@ def run_suite(config: SuiteConfig, progress: Progress = no_progress) -> dict[str
             def tagged(event: ProgressEvent, workload: str = workload) -> None:
                 progress(ProgressEvent(f"{workload}/{event.task}", event.kind, event.trial, event.value, event.count))
 
-            results = run_compare(compare, progress=tagged)
+            if plan_study is not None:
+                set_current(plan_study, compares.index(compare))
+            results = run_compare(compare, progress=tagged, publish=False)
             workloads[workload] = read_json(compare.out / "results.json")  # as written: summarized
             if config.fidelity:
                 found = _fidelity(config, workload)
@@ -239,6 +251,8 @@ def run_suite(config: SuiteConfig, progress: Progress = no_progress) -> dict[str
         suite = {"schema": SUITE_SCHEMA, "config": config.to_dict(), "versions": _versions(workloads),
                  "workloads": workloads, "fidelity": fidelity, "wall_s": walls}
         write_suite(suite, config.out)
+        if plan_study is not None:
+            mark_done(plan_study)
     return read_json(config.out / SUITE_FILE)
 
 

@@ -60,7 +60,7 @@ from hessian_lr.tuning.storage import (GRACE_S, HEARTBEAT_S, KernelJournalLock, 
                                        check_storage, journal_storage, storage_for)
 
 __all__ = ["storage_for", "journal_storage", "check_storage", "KernelJournalLock", "open_study", "run_study",
-           "finished_trials", "trial_point", "owner_identity", "StorageError", "StorageLost"]
+           "finished_trials", "trial_point", "owner_identity", "heartbeats", "StorageError", "StorageLost"]
 
 DIVERGED_ATTR = "diverged"
 SURPLUS_ATTR = "surplus"
@@ -163,8 +163,9 @@ def _position(trials: Sequence[FrozenTrial], number: int) -> int:
 
 
 @contextmanager
-def _heartbeats(study: optuna.Study, trials: Sequence[optuna.Trial]) -> Iterator[None]:
-    """Record heartbeats for ``trials`` while they train (database storages only)."""
+def heartbeats(study: optuna.Study, trial_ids: Sequence[int]) -> Iterator[None]:
+    """Record heartbeats for the trials ``trial_ids`` while they are worked on (database storages
+    only: there a trial whose heartbeats stop is failed after the grace period and queued again)."""
     storage = api.storage_of(study)
     if not api.heartbeat_enabled(storage):
         yield
@@ -174,8 +175,8 @@ def _heartbeats(study: optuna.Study, trials: Sequence[optuna.Trial]) -> Iterator
     def beat() -> None:
         while True:
             try:
-                for trial in trials:
-                    api.record_heartbeat(storage, api.trial_id(trial))
+                for trial_id in trial_ids:
+                    api.record_heartbeat(storage, trial_id)
             except Exception:  # noqa: BLE001 - the database is gone: the trial's own tell reports it
                 return
             if stop.wait(HEARTBEAT_S):
@@ -217,7 +218,7 @@ def _evaluate(study: optuna.Study, trials: list[optuna.Trial], objective: BatchO
               on_trial: Callable[[int, dict, float | None], None] | None) -> None:
     points = [trial_point(trial, space) for trial in trials]
     events.announce("batch-started", study.study_name, ",".join(str(t.number) for t in trials))
-    with _heartbeats(study, trials):
+    with heartbeats(study, [api.trial_id(trial) for trial in trials]):
         outcomes = objective(points)
     for trial, point, (value, attrs) in zip(trials, points, outcomes):
         told = _tell(study, trial, value, attrs)

@@ -30,7 +30,9 @@ def postgres_url(server):
 
 
 def study_names(url: str, prefix: str) -> list[str]:
-    return [s.study_name for s in optuna.get_all_study_summaries(url) if s.study_name.startswith(prefix)]
+    """The studies whose names start with ``prefix``: tuning studies, unless it names a finals study."""
+    return [s.study_name for s in optuna.get_all_study_summaries(url) if s.study_name.startswith(prefix)
+            and (".finals." in prefix or ".finals." not in s.study_name)]
 
 
 def counted(trials):
@@ -116,7 +118,7 @@ def test_a_database_restart_mid_run_is_survived_by_compare_and_workers(server, p
             assert worker.stderr() == ""
         assert leader.finish() == 0, leader.stderr()
         assert leader.stderr() == ""
-    [name] = [s.study_name for s in optuna.get_all_study_summaries(postgres_url) if s.study_name.startswith("pgrestart.")]
+    [name] = study_names(postgres_url, "pgrestart.")
     study = optuna.load_study(study_name=name, storage=postgres_url)
     assert len(counted(study.trials)) == trials
     assert all(t.state != optuna.trial.TrialState.RUNNING for t in study.trials)
@@ -137,3 +139,95 @@ def test_a_database_gone_for_good_is_one_line_naming_it_and_the_rerun_resumes(se
     with Announced(leader_args(postgres_url, "pggone", out), env=FAST) as rerun:
         assert rerun.finish() == 0, rerun.stderr()
     assert len(json.loads((out / "results.json").read_text())["optimizers"]["adam"]["trials"]) == 4
+
+
+# -- workers follow a suite: trials and final runs of every workload ------------------------------------
+
+# Each process holds at the first trial and the first final-run job it takes in each workload, until
+# the other has taken one too: whoever comes first waits there, so the other must take the next one.
+PHASES = ["batch-started *.noisy-quadratic.*", "job-claimed *.noisy-quadratic.*",
+          "batch-started *.digits-softmax.*", "job-claimed *.digits-softmax.*"]
+
+
+def suite_args(url: str, study: str, out) -> list[str]:
+    return ["suite", "--workloads", "noisy-quadratic,digits-softmax", "--optimizers", "adam", "--trials", "3",
+            "--seeds", "2", "--no-fidelity", "--no-batch-startup", "--workers", "1", "--storage", url, "--study", study,
+            "--out", str(out), "--quiet"]
+
+
+def finals_jobs(url: str, study: str, workload: str) -> list[optuna.trial.FrozenTrial]:
+    [name] = study_names(url, f"{study}.{workload}.finals.")
+    return optuna.load_study(study_name=name, storage=url).trials
+
+
+def test_a_worker_serves_every_workload_of_a_suite_its_trials_and_final_runs(postgres_url, tmp_path):
+    """A worker started once follows a two-workload suite: both processes train trials of both
+    workloads and final runs of both; the worker exits when the suite is done; results.json says
+    who ran what; the finals are what one machine trains at the same best settings."""
+    from results_helpers import without_timing
+
+    from hessian_lr.config import CompareConfig
+    from hessian_lr.pipeline.compare import FinalsTask, train_finals
+    from hessian_lr.pipeline.store import FinalRun, RunStore
+
+    out = tmp_path / "suite"
+    holds = [f"{phase}#1" for phase in PHASES]
+    with Announced(suite_args(postgres_url, "pgsuite", out), hold=holds) as suite:
+        suite.wait_for(PHASES[0])  # the plan and every study exist
+        with Announced(["worker", "--storage", postgres_url, "--study", "pgsuite"], hold=holds) as worker:
+            for phase in PHASES:
+                suite.wait_for(phase)
+                worker.wait_for(phase)
+                suite.release()
+                worker.release()
+            assert suite.finish() == 0, suite.stderr()
+            assert worker.finish() == 0, worker.stderr()  # exits on its own: the suite is done
+            assert worker.stderr() == ""
+        pids = {"suite": suite.proc.pid, "worker": worker.proc.pid}
+    suite_json = json.loads((out / "suite.json").read_text())
+    for workload in ("noisy-quadratic", "digits-softmax"):
+        results = suite_json["workloads"][workload]
+        ran = {entry["pid"]: entry for entry in results["workers"]}
+        assert set(ran) == set(pids.values()), results["workers"]
+        assert ran[pids["worker"]]["run"] is None and ran[pids["suite"]]["run"] == str((out / workload).resolve())
+        assert sum(entry["trials"]["adam"] for entry in ran.values()) == 3
+        assert all(entry["trials"]["adam"] >= 1 and entry["final_runs"]["adam"] == 1 for entry in ran.values())
+        jobs = finals_jobs(postgres_url, "pgsuite", workload)
+        assert sorted(t.user_attrs["owner"]["pid"] for t in jobs) == sorted(pids.values())
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in jobs)
+        # One machine, the same best setting: the same final runs, number for number.
+        arm = results["optimizers"]["adam"]
+        config = CompareConfig(workload=workload, optimizers=("adam",), trials=3, seeds=2, ablation=False,
+                               batch_startup=False, workers=1, out=tmp_path / "alone" / workload)
+        runs = tuple(FinalRun.of("adam", arm["best_params"], seed, config.epochs, workload) for seed in (0, 1))
+        train_finals(FinalsTask(config, "adam", runs))
+        alone = [RunStore(config.out).load(run) for run in runs]
+        assert without_timing(alone) == without_timing(arm["final"]["seeds"])
+
+
+def test_a_worker_killed_while_it_trains_a_final_run_loses_nothing(postgres_url, tmp_path):
+    """A worker SIGKILLed while it trains one of the finals: its heartbeat stops, the compare
+    fails that job after the grace period and trains its retry; every final run is trained once
+    to completion and results.json credits the compare with both."""
+    out = tmp_path / "run"
+    args = ["compare", "--storage", postgres_url, "--study", "pgfinalkill", "--optimizers", "adam", "--trials", "2",
+            "--epochs", "2", "--seeds", "2", "--no-ablation", "--no-batch-startup", "--workers", "1", "--out", str(out),
+            "--quiet"]
+    with Announced(args, env=FAST, hold=["job-claimed *#1"]) as leader:
+        leader.wait_for("batch-started *")
+        with Announced(["worker", "--storage", postgres_url, "--study", "pgfinalkill"], env=FAST,
+                       hold=["job-claimed *#1"]) as victim:
+            leader.wait_for("job-claimed *")
+            victim.wait_for("job-claimed *")  # the other job: the leader holds the first
+            victim.kill()
+        leader.release()
+        assert leader.finish() == 0, leader.stderr()
+        leader_pid = leader.proc.pid
+    jobs = finals_jobs(postgres_url, "pgfinalkill", "mnist1d-mlp")
+    states = sorted(t.state.name for t in jobs)
+    assert states == ["COMPLETE", "COMPLETE", "FAIL"], states
+    assert {t.user_attrs["owner"]["pid"] for t in jobs if t.state.name == "COMPLETE"} == {leader_pid}
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["optimizers"]["adam"]["final"]["seeds"]) == 2
+    [entry] = [e for e in results["workers"] if e["final_runs"]]
+    assert entry["pid"] == leader_pid and entry["final_runs"] == {"adam": 2}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from hessian_lr import config as config_module
 from hessian_lr.config import CompareConfig
@@ -118,3 +119,89 @@ def test_available_cores_follows_the_cpu_affinity():
     if not hasattr(os, "sched_getaffinity"):
         pytest.skip("no CPU affinity on this platform")
     assert available_cores() == len(os.sched_getaffinity(0)) <= (os.cpu_count() or 1)
+
+
+HUTCH10 = {"base": "adam", "estimator": "hutchinson", "update_every": 10, "n_samples": 2}
+
+
+def test_an_arms_table_declares_a_wrapped_arm_with_estimator_options(tmp_path):
+    from hessian_lr.arms import EstimatorStep, provenance
+    from hessian_lr.config import load_toml
+
+    path = tmp_path / "c.toml"
+    path.write_text('optimizers = "adam,hutch10,mine"\n[arms.hutch10]\nbase = "adam"\nestimator = "hutchinson"\n'
+                    'update_every = 10\nn_samples = 2\n[arms.mine]\nbase = "lion"\n')
+    data = load_toml(path)
+    assert data["arms"] == {"hutch10": HUTCH10, "mine": {"base": "lion"}}
+    config = CompareConfig(**data, space="wide")
+    assert config.arms == {"hutch10": HUTCH10, "mine": {"base": "lion", "estimator": "grad-diff"}}
+    arm = config.arm("hutch10")
+    assert arm.name == "hutch10" and isinstance(arm.step, EstimatorStep) and arm is config.arm("hutch10")
+    optimizer = arm.build([torch.nn.Parameter(torch.zeros(3))], lr=1e-3)
+    assert (optimizer.estimator.update_every, optimizer.estimator.n_samples) == (10, 2)
+    assert arm.description.startswith("HessianLRAdaptation(Adam (fused), default betas/eps), hutchinson estimator, "
+                                      "update_every=10, n_samples=2")
+    assert provenance(arm)["wraps"] == {"base": "adam", "source": "torch.optim", "estimator": "hutchinson",
+                                        "options": {"update_every": 10, "n_samples": 2}}
+    assert {"curvature_beta", "curvature_eps"} <= set(config.arm_spaces["mine"])  # the wide preset tunes them
+    assert config.arm("mine").normalises is True and config.arm("mine").wraps.base.name == "lion"
+    # the stored config (results.json, a study's attrs read by `hessian-lr worker`) rebuilds the same arms
+    again = CompareConfig(**config.to_dict())
+    assert again.arms == config.arms and again.study_fingerprint("hutch10") == config.study_fingerprint("hutch10")
+    assert config.to_dict()["arms"]["hutch10"] == HUTCH10 and "arms" not in CompareConfig().to_dict()
+    other = CompareConfig(optimizers=["adam", "hutch10"], arms={"hutch10": {**HUTCH10, "update_every": 5}})
+    assert other.study_fingerprint("hutch10") != config.study_fingerprint("hutch10")  # other options: other trials
+    assert other.study_fingerprint("adam") == CompareConfig().study_fingerprint("adam")  # undeclared arms: as before
+
+
+@pytest.mark.parametrize("arms, fragment", [
+    ({"x": {"estimator": "secant"}}, r"arms\.x: base must be an arm name or import path \(a string\), got None"),
+    ({"x": {"base": 3}}, r"arms\.x: base must be an arm name or import path"),
+    ({"x": "adam"}, r"arms\.x must be a table with base"),
+    ({"x": {"base": "adam", "estimator": "oracle"}}, r"arms\.x: estimator must be one of grad-diff, squared-grad, "),
+    ({"x": {"base": "adam", "estimator": "hutchinson", "n_sample": 2}},
+     r"arms\.x: unknown key 'n_sample'; it takes base, estimator and the hutchinson estimator's options "
+     r"\(update_every, min_curvature, spatial_average, n_samples\)"),
+    ({"x": {"base": "adam", "update_every": 10}}, r"arms\.x: unknown key 'update_every'; .* grad-diff estimator's "
+                                                  r"options \(none\)"),
+    ({"x": {"base": "adam", "curvature_beta": 0.9}}, r"arms\.x: unknown key 'curvature_beta'.*go in a \[space\.x\] "
+                                                     r"table"),
+    ({"x": {"base": "adam", "estimator": "hutchinson", "update_every": 0}},
+     r"arms\.x: update_every must be an int >= 1, got 0"),
+    ({"x": {"base": "adam", "estimator": "hutchinson", "update_every": 2.5}},
+     r"arms\.x: update_every must be an integer \(default 1\), got 2\.5"),
+    ({"x": {"base": "adam", "estimator": "secant", "min_curvature": True}}, r"arms\.x: min_curvature must be a number"),
+    ({"x": {"base": "adam", "estimator": "secant", "min_curvature": -1.0}}, r"arms\.x: min_curvature must be >= 0"),
+    ({"x": {"base": "adahessian"}}, r"arms\.x: optimizer 'x': adahessian's step differentiates p\.grad"),
+    ({"x": {"base": "hessian-adam"}}, r"arms\.x: optimizer 'x': hessian-adam is already wrapped"),
+    ({"x": {"base": "nope"}}, r"unknown optimizer 'nope'"),
+    ({"x": {"base": "adam"}, "y": {"base": "x"}}, r"arms\.y: its base x is declared by \[arms\.x\]"),
+    ({"hessian-adam": {"base": "adam"}}, r"arms\.hessian-adam: 'hessian-adam' already names an arm"),
+    ({"a:b": {"base": "adam"}}, r"arms\.a:b: an arm's name is letters, digits and _\.\+- \(no ':' or ','\)"),
+    ("adam", r"arms must be a table of \[arms\.NAME\] tables"),
+])
+def test_bad_arms_tables_name_the_table_and_the_key(arms, fragment):
+    names = ["adam", *(arms if isinstance(arms, dict) else [])]
+    with pytest.raises(ValueError, match=fragment) as info:
+        CompareConfig(optimizers=names, arms=arms)
+    assert "\n" not in str(info.value)
+
+
+def test_a_declared_arm_must_be_run_and_the_wrapped_name_of_one_is_refused():
+    with pytest.raises(ValueError, match=r"arms\.hutch10 is declared but not among the optimizers \(adam\)"):
+        CompareConfig(optimizers=["adam"], arms={"hutch10": HUTCH10})
+    with pytest.raises(ValueError, match=r"optimizer 'hessian-hutch10': hutch10 \(an \[arms\.hutch10\] table\) is "
+                                         "already wrapped"):
+        CompareConfig(optimizers=["hutch10", "hessian-hutch10"], arms={"hutch10": HUTCH10})
+
+
+def test_a_suite_takes_arms_tables_for_every_workload(tmp_path):
+    from hessian_lr.pipeline.suite import SuiteConfig
+
+    suite = SuiteConfig(workloads=("mnist1d-mlp", "noisy-quadratic"), optimizers=("adam", "hutch10"),
+                        arms={"hutch10": HUTCH10}, out=tmp_path)
+    assert all(suite.compare_config(w).arms == {"hutch10": HUTCH10} for w in suite.workloads)
+    assert suite.to_dict()["arms"] == {"hutch10": HUTCH10}
+    with pytest.raises(ValueError, match=r"arms\.hutch10: unknown key 'n_sample'"):
+        SuiteConfig(workloads=("mnist1d-mlp",), optimizers=("adam", "hutch10"),
+                    arms={"hutch10": {**HUTCH10, "n_sample": 1}}, out=tmp_path)

@@ -191,7 +191,8 @@ def _check_option(where: str, key: str, value: Any, default: Any) -> None:
     else:
         ok = isinstance(value, (bool, int, float, str))
     if not ok:
-        raise ValueError(f"{where}: {key} must be a {type(default).__name__} (default {default!r}), got {value!r}")
+        kind = {bool: "true or false", int: "an integer", float: "a number"}.get(type(default), "a value")
+        raise ValueError(f"{where}: {key} must be {kind} (default {default!r}), got {value!r}")
 
 
 def check_table(name: str, table: Any) -> dict[str, Any]:

@@ -183,3 +183,21 @@ def test_pooled_permutation_test_refuses_groups_it_cannot_rank():
             pooled_spearman_test(bad)
     with pytest.raises(ValueError, match="resamples must be >= 1"):
         pooled_spearman_test([GROUP_A], resamples=0)
+
+
+def test_groups_of_one_block_are_permuted_together():
+    """A and C share their items (x): permuted together, the 6 orderings give rho_A + rho_C = -1.5, -1.5, 0,
+    1.5, 0, 1.5, so p = P(|sum| >= 1.5) = 4/6; as independent groups (each rho -1, -0.5, -0.5, 0.5, 0.5, 1)
+    p = 2 * (1/36 + 2 * 2/36) = 10/36."""
+    from hessian_lr.stats import pooled_spearman_test
+
+    group_c = ([0.9, 0.8, 0.5], [1.0, 1.1, 1.2])  # rho = -1
+    together = pooled_spearman_test([GROUP_A, group_c], blocks=["w", "w"])
+    assert together.statistic == pytest.approx(-0.75) and together.p_value == pytest.approx(4 / 6)
+    assert together.permutations == 6
+    apart = pooled_spearman_test([GROUP_A, group_c])
+    assert apart.p_value == pytest.approx(10 / 36) and apart.permutations == 36
+    with pytest.raises(ValueError, match="block 'w' mixes groups of 3 and 4 items"):
+        pooled_spearman_test([GROUP_A, GROUP_B], blocks=["w", "w"])
+    with pytest.raises(ValueError, match="one label per group"):
+        pooled_spearman_test([GROUP_A], blocks=["w", "v"])

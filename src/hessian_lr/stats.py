@@ -315,10 +315,10 @@ class PooledCorrelation:
 
     ``statistic``: the mean over the groups of Spearman's ρ; ``per_group``: each group's ρ;
     ``p_value``: two-sided, P(|mean ρ| >= |observed|) when the labels are permuted within every
-    group independently; ``method``: ``"exact"`` (every permutation of every group, weighted
+    group (or block of groups) independently; ``method``: ``"exact"`` (every permutation of every group, weighted
     equally) or ``"monte carlo"`` (``permutations`` random draws, seed ``seed``, p = (1 + hits) /
     (1 + draws) as Phipson & Smyth 2010); ``permutations``: the permutations enumerated (exact:
-    the product of the groups' n!) or drawn.
+    the product of the blocks' n!) or drawn.
     """
 
     statistic: float
@@ -332,22 +332,30 @@ class PooledCorrelation:
         return asdict(self)
 
 
-def _exact_distribution(groups: Sequence[tuple[list[float], list[float], float]]) -> tuple[Any, Any] | None:
+Prepared = tuple[list[float], list[float], float]  # a group's centred x ranks, centred y ranks, norm
+
+
+def _block_sum(block: Sequence[Prepared], order: Sequence[int]) -> float:
+    """Σ over the block's groups of ρ with every group's y reordered by ``order``."""
+    return sum(sum(a * ry[i] for a, i in zip(rx, order)) / norm for rx, ry, norm in block)
+
+
+def _exact_distribution(blocks: Sequence[Sequence[Prepared]]) -> tuple[Any, Any] | None:
     """The pooled sum of ρ over all joint permutations: ``(values, probabilities)`` arrays, or None
-    when a group is too large to enumerate or the distinct sums grow past MAX_EXACT_VALUES."""
+    when a block is too large to enumerate or the distinct sums grow past MAX_EXACT_VALUES."""
     import numpy as np
 
     values, probabilities = np.zeros(1), np.ones(1)
-    for rx, ry, norm in groups:
-        if len(rx) > MAX_EXACT_GROUP:
+    for block in blocks:
+        n = len(block[0][0])
+        if n > MAX_EXACT_GROUP:
             return None
         counts: dict[float, int] = {}
-        for order in itertools.permutations(ry):
-            dot = sum(a * b for a, b in zip(rx, order))  # exact: centred ranks are multiples of 1/2
-            counts[dot] = counts.get(dot, 0) + 1
-        dots = np.array(list(counts))
-        weights = np.array(list(counts.values()), dtype=float) / math.factorial(len(rx))
-        sums = np.round(np.add.outer(values, dots / norm).ravel(), 12)  # one pooled value however it is reached
+        for order in itertools.permutations(range(n)):
+            key = round(_block_sum(block, order), 12)  # one value, however the orderings reach it
+            counts[key] = counts.get(key, 0) + 1
+        sums = np.round(np.add.outer(values, np.array(list(counts))).ravel(), 12)
+        weights = np.array(list(counts.values()), dtype=float) / math.factorial(n)
         values, inverse = np.unique(sums, return_inverse=True)
         probabilities = np.bincount(inverse.ravel(), weights=np.outer(probabilities, weights).ravel())
         if len(values) > MAX_EXACT_VALUES:
@@ -356,20 +364,25 @@ def _exact_distribution(groups: Sequence[tuple[list[float], list[float], float]]
 
 
 def pooled_spearman_test(groups: Sequence[tuple[Sequence[float], Sequence[float]]], *,
-                         resamples: int = MONTE_CARLO_RESAMPLES, seed: int = 0) -> PooledCorrelation:
+                         blocks: Sequence[Any] | None = None, resamples: int = MONTE_CARLO_RESAMPLES,
+                         seed: int = 0) -> PooledCorrelation:
     """Is there a rank correlation between ``x`` and ``y`` within groups, pooled over the groups?
 
     The statistic is the mean over groups of Spearman's ρ (each group weighs the same, whatever
     its size). Under the null hypothesis that ``y`` is unrelated to ``x`` within each group, every
     assignment of a group's ``y`` values to its items is equally likely, independently across
-    groups; the two-sided p-value is the share of those joint assignments whose mean ρ is at least
-    as far from 0 as the observed one (a 1e-12 tolerance for rounding). The distribution is exact —
-    each group's n! orderings enumerated and convolved over the groups — when every group has at
-    most :data:`MAX_EXACT_GROUP` items and the pooled values stay under :data:`MAX_EXACT_VALUES`;
+    blocks of groups (by default each group is a block of its own; the groups of one block — the
+    same items measured twice, say — are permuted together, by one ordering of their items); the
+    two-sided p-value is the share of those joint assignments whose mean ρ is at least as far from 0
+    as the observed one (a 1e-12 tolerance for rounding). The distribution is exact — each block's
+    n! orderings enumerated and convolved over the blocks — when every block has at most
+    :data:`MAX_EXACT_GROUP` items and the pooled values stay under :data:`MAX_EXACT_VALUES`;
     otherwise ``resamples`` joint permutations are drawn with ``random.Random(seed)``.
 
     Args:
         groups: ``(x, y)`` per group, each at least 3 pairs with neither side constant.
+        blocks: a label per group; groups with the same label form one block and must have the same
+            number of items, in the same order (default: every group its own block).
         resamples: Monte Carlo draws when the exact distribution is too large (at least 1).
         seed: the Monte Carlo generator's seed.
 
@@ -377,36 +390,42 @@ def pooled_spearman_test(groups: Sequence[tuple[Sequence[float], Sequence[float]
         A :class:`PooledCorrelation`.
 
     Raises:
-        ValueError: no groups, a group of fewer than 3 pairs or with a constant side, or ``resamples`` < 1.
+        ValueError: no groups, a group of fewer than 3 pairs or with a constant side, blocks of the
+            wrong length or mixing group sizes, or ``resamples`` < 1.
     """
     if not groups:
         raise ValueError("pooled_spearman_test needs at least one group")
     if resamples < 1:
         raise ValueError(f"resamples must be >= 1, got {resamples}")
-    prepared, rhos = [], []
-    for index, (x, y) in enumerate(groups):
+    labels = list(range(len(groups))) if blocks is None else list(blocks)
+    if len(labels) != len(groups):
+        raise ValueError(f"blocks must give one label per group, got {len(labels)} for {len(groups)} groups")
+    by_block: dict[Any, list[Prepared]] = {}
+    rhos = []
+    for index, ((x, y), label) in enumerate(zip(groups, labels)):
         rho = spearman(x, y)
         if len(x) < 3 or rho is None:
             raise ValueError(f"group {index} needs at least 3 pairs and no constant side, got x={list(x)}, y={list(y)}")
         rx, ry = _centred_ranks(x), _centred_ranks(y)
-        prepared.append((rx, ry, math.sqrt(sum(r * r for r in rx) * sum(r * r for r in ry))))
+        block = by_block.setdefault(label, [])
+        if block and len(block[0][0]) != len(rx):
+            raise ValueError(f"block {label!r} mixes groups of {len(block[0][0])} and {len(rx)} items")
+        block.append((rx, ry, math.sqrt(sum(r * r for r in rx) * sum(r * r for r in ry))))
         rhos.append(rho)
-    k = len(prepared)
+    k = len(rhos)
     observed = sum(rhos) / k
     threshold = abs(observed) - 1e-12
-    distribution = _exact_distribution(prepared)
+    distribution = _exact_distribution(list(by_block.values()))
     if distribution is not None:
         values, probabilities = distribution
         p_value = min(1.0, float(probabilities[abs(values / k) >= threshold].sum()))
         return PooledCorrelation(statistic=observed, per_group=tuple(rhos), p_value=p_value, method="exact",
-                                 permutations=math.prod(math.factorial(len(rx)) for rx, _, _ in prepared))
+                                 permutations=math.prod(math.factorial(len(b[0][0])) for b in by_block.values()))
     rng = random.Random(seed)
     hits = 0
     for _ in range(resamples):
-        pooled = 0.0
-        for rx, ry, norm in prepared:
-            shuffled = rng.sample(ry, len(ry))
-            pooled += sum(a * b for a, b in zip(rx, shuffled)) / norm
+        pooled = sum(_block_sum(block, rng.sample(range(len(block[0][0])), len(block[0][0])))
+                     for block in by_block.values())
         hits += abs(pooled / k) >= threshold
     return PooledCorrelation(statistic=observed, per_group=tuple(rhos), p_value=(1 + hits) / (1 + resamples),
                              method="monte carlo", permutations=resamples, seed=seed)

@@ -200,10 +200,11 @@ def test_both_questions_end_to_end_on_two_small_workloads(tmp_path, question):
     assert "## Question" in report and "## Anything that beats a tuned adam?" in report
     if question == "estimators":
         study = answers["estimator_study"]
-        assert {(c["workload"], c["base"]) for c in study["cells"]} == {(w, b) for w in WORKLOADS for b in ("adam", "sgd")}
+        assert {(c["workload"], c["base"]) for c in study["cells"]} == {(w, b) for w in WORKLOADS
+                                                                        for b in ("adam", "sgd")}
         # gauss-newton has no fidelity on the regression workload (its samples need a softmax)
-        assert {tuple(g["left_out"]) for g in study["groups"] if g["workload"] == "noisy-quadratic"} == {("gauss-newton",)}
-        assert {tuple(g["left_out"]) for g in study["groups"] if g["workload"] == "digits-softmax"} == {()}
+        left_out = {g["workload"]: tuple(g["left_out"]) for g in study["groups"]}
+        assert left_out == {"noisy-quadratic": ("gauss-newton",), "digits-softmax": ()}
         assert [p["scope"] for p in study["pooled"]] == ["adam", "sgd", "all"]
         assert "### Does fidelity predict training?" in report and (out / "fidelity_training.png").exists()
     else:

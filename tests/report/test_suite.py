@@ -108,7 +108,9 @@ def test_the_conclusion_answers_the_claim_and_both_questions(written):
     assert "Better estimators: **not tested** here" in w_regression
     assert "is **not tested** here: no such base" in w_regression
     assert "- better estimators on w-never, w-regression" in conclusion
-    assert "**Not supported by these data:** nothing." in conclusion
+    not_supported = conclusion[conclusion.index("**Not supported by these data:**"):]
+    assert not_supported.split("\n\n")[1] == ("- that an estimate's fidelity predicts its final validation loss "
+                                              "around adam (mean ρ -0.500, p = 1.0000)")
 
 
 def test_a_flipped_effect_flips_the_conclusion(suite, tmp_path):
@@ -162,19 +164,19 @@ def test_one_seed_is_untestable_not_a_claim():
 
 def test_rebuilt_from_suite_json_byte_identically(suite, written, tmp_path):
     out, files = written
-    assert sorted(files) == sorted(SUITE_FILES)
+    assert sorted(files) == sorted((*SUITE_FILES, "fidelity_training.png"))  # estimator arms beside a fidelity study
     stored = summarize_suite(suite)
     (tmp_path / "suite.json").write_text(json.dumps(stored, indent=2, allow_nan=False))
     again = json.loads((tmp_path / "suite.json").read_text())
     assert summarize_suite(again) == stored  # idempotent: the summary is recomputed, not read
     write_suite_report(again, tmp_path)
-    for name in SUITE_FILES:
+    for name in files:
         assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
 
 
 def test_html_is_self_contained(written):
     page = (written[0] / "suite.html").read_text()
-    assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") == 1
+    assert page.startswith("<!DOCTYPE html>") and page.count("data:image/png;base64,") == 2
     assert not re.search(r"(src|href)=\"(http|//|[a-z_]+\.png)", page) and "<h2>Conclusion</h2>" in page
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = ["MISSING", "fmt", "fmt_signed", "fmt_ci", "fmt_p", "fmt_p_inline", "fmt_pct", "fmt_pct_ci",
-           "fmt_mean_ci", "fmt_median_range"]
+           "fmt_pct_signed", "fmt_mean_ci", "fmt_median_range"]
 
 MISSING = "—"
 
@@ -47,6 +47,11 @@ def fmt_p_inline(p: float | None) -> str:
 def fmt_pct(value: float | None) -> str:
     """A fraction as a percentage with one decimal (``0.5912`` → ``59.1%``), or ``—``."""
     return MISSING if value is None else f"{100 * value:.1f}%"
+
+
+def fmt_pct_signed(value: float | None) -> str:
+    """A relative change as a signed percentage with one decimal (``-0.0512`` → ``-5.1%``), or ``—``."""
+    return MISSING if value is None else f"{100 * value:+.1f}%"
 
 
 def fmt_pct_ci(ci: Sequence[float] | None) -> str:

@@ -24,7 +24,7 @@ from hessian_lr.report.spaces import (arm_space, best_trial, hyperparameter_name
 from hessian_lr.results import Results, atomic_write_bytes  # noqa: E402
 
 __all__ = ["save_comparison_plot", "figure_bytes", "curves_png", "sensitivity_png", "ablation_png", "profiles_png",
-           "budget_curves_png", "DPI"]
+           "budget_curves_png", "fidelity_training_png", "DPI"]
 
 DPI = 110
 MARKERS = "os^vD<>phX*P"
@@ -270,4 +270,38 @@ def budget_curves_png(curves: dict[str, BudgetCurve], title: str | None = None) 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
+    return figure_bytes(fig)
+
+
+def fidelity_training_png(panels: Sequence[tuple[str, Sequence[Any]]]) -> bytes:
+    """Fidelity against training: per base one panel, one point per (workload, estimator) — x the
+    estimator's fidelity on that workload, y its arm's final validation loss as a rank within the
+    workload's estimators around that base, scaled to [0, 1] (0: the lowest loss; a diverged arm
+    ranks last), so that workloads share the axis. Colour: the estimator; marker: the workload.
+
+    Args:
+        panels: ``(title, groups)`` per panel; each group has ``workload``, ``estimators``,
+            ``fidelity`` and ``loss_rank`` (``verdicts.estimator_study.FidelityGroup``).
+
+    Returns:
+        PNG bytes, identical for identical groups.
+    """
+    estimators = list(dict.fromkeys(e for _, groups in panels for g in groups for e in g.estimators))
+    workloads = list(dict.fromkeys(g.workload for _, groups in panels for g in groups))
+    fig, axes = _figure(len(panels), 8 if len(panels) == 1 else 6.5 * len(panels))
+    for ax, (title, groups) in zip(axes, panels):
+        drawn: set[str] = set()
+        for g in groups:
+            marker = MARKERS[workloads.index(g.workload) % len(MARKERS)]
+            for estimator, x, y in zip(g.estimators, g.fidelity, g.loss_rank):
+                index = estimators.index(estimator)
+                ax.scatter([x], [y], color=_color(index, len(estimators)), marker=marker, s=30, alpha=0.85,
+                           label=estimator if estimator not in drawn else None)
+                drawn.add(estimator)
+        for i, workload in enumerate(workloads):  # the markers' key, in grey
+            ax.scatter([], [], color="0.4", marker=MARKERS[i % len(MARKERS)], s=30, label=workload)
+        ax.set(ylim=(-0.05, 1.05), xlabel="fidelity (mean Spearman with the exact diagonal over the checkpoints)",
+               ylabel="final val loss, rank within the workload (0 = lowest)", title=title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=6, ncol=2, loc="best")
     return figure_bytes(fig)

@@ -15,7 +15,14 @@ From it (and nothing else) this module computes and writes:
   hyperparameters and its time to target; the win / tie / loss table; the performance profiles in
   steps and in wall seconds; the claims, questions and conclusion as data (``verdicts.py``).
 - ``write_suite_report(suite, out)``: ``suite.md``, a self-contained ``suite.html`` (figures inlined)
-  and ``profiles.png``, byte-identical when rebuilt from the same suite.json.
+  and ``profiles.png`` (and ``fidelity_training.png`` when estimator arms ran beside a fidelity
+  study), byte-identical when rebuilt from the same suite.json.
+
+The answers to the write-up's open questions (``verdicts.estimator_study``, ``verdicts.base_study``,
+``verdicts.beats_adam``) get a section each, whatever arms the suite ran: which curvature estimator
+and does fidelity predict training, which base optimizers gain from the wrapper, and whether any arm
+beats a tuned Adam. A suite run with ``--question`` (``config["question"]``) says which question it
+was run to answer.
 
 Performance profiles follow AlgoPerf (Dahl et al. 2023, "Benchmarking Neural Network Training
 Algorithms", arXiv:2306.07179; see ``profiles.py``): per workload the target is the median final
@@ -41,16 +48,17 @@ from typing import Any
 
 from hessian_lr.report.document import (Block, arms_source_blocks, difference_cells, reproducibility_blocks,
                                         search_space_blocks)
-from hessian_lr.report.formatting import MISSING, fmt, fmt_mean_ci, fmt_median_range, fmt_p, fmt_pct
+from hessian_lr.report.formatting import (MISSING, fmt, fmt_ci, fmt_mean_ci, fmt_median_range, fmt_p, fmt_pct,
+                                          fmt_pct_signed, fmt_signed)
 from hessian_lr.report.html import to_html
 from hessian_lr.report.markdown import to_markdown
-from hessian_lr.report.plots import profiles_png
+from hessian_lr.report.plots import fidelity_training_png, profiles_png
 from hessian_lr.report.profiles import (PerformanceProfiles, aggregate_seed_times, performance_profiles,
                                         seed_times_from_results)
 from hessian_lr.report.spaces import arm_space, best_point, point_text, source_of, tuned_names
 from hessian_lr.report.summary import summarize
-from hessian_lr.report.verdicts import (Outcome, SuiteVerdicts, fidelity_records, final_comparisons, suite_verdicts,
-                                        verdict_data)
+from hessian_lr.report.verdicts import (Comparison, Outcome, SuiteVerdicts, fidelity_records, final_comparisons,
+                                        held, suite_verdicts, verdict_data)
 from hessian_lr.results import Results, _json_safe, atomic_write_bytes, atomic_write_text
 
 __all__ = ["SUITE_FILES", "CLOCKS", "SuiteAnalysis", "analyse_suite", "suite_summary", "summarize_suite",
@@ -59,6 +67,14 @@ __all__ = ["SUITE_FILES", "CLOCKS", "SuiteAnalysis", "analyse_suite", "suite_sum
 SUITE_FILES = ("suite.md", "suite.html", "profiles.png")
 CLOCKS = ("steps", "wall_s")
 CLOCK_WORDS = {"steps": "steps", "wall_s": "wall seconds"}
+ANSWER_KEYS = ("estimator_study", "base_study", "beats_adam")  # suite questions with a section of their own
+QUESTION_WORDS = {
+    "estimators": "would a more accurate estimate of the Hessian diagonal give better results? (`--question "
+                  "estimators`: adam and sgd, each bare and wrapped with every curvature estimator)",
+    "bases": "how does the scheme do inside other base optimizers? (`--question bases`: adam, sgd, adamw, lion, "
+             "adabelief and soap, each bare and wrapped with grad-diff)"}
+HELD_WORDS = {Outcome.BETTER: "lower", Outcome.WORSE: "higher", Outcome.TIE: "within noise",
+              Outcome.UNTESTABLE: "no test"}
 RHO_AT = (1.0, 1.5, 2.0, 3.0, 4.0)  # the τ of the profile table's columns
 
 
@@ -90,6 +106,15 @@ class SuiteAnalysis:
     @property
     def workloads(self) -> tuple[str, ...]:
         return tuple(self.results)
+
+    @property
+    def question(self) -> str | None:
+        """The question preset the suite was run with (``--question``), if any."""
+        return self.config.get("question")
+
+    def answer(self, key: str) -> Any:
+        """A suite question's record (``estimator_study``, ``base_study``, ``beats_adam``), or None."""
+        return self.verdicts.answers.get(key)
 
 
 def _json_copy(value: Any) -> Any:
@@ -189,6 +214,8 @@ def suite_summary(analysis: SuiteAnalysis) -> dict[str, Any]:
         "claims": verdict_data(verdicts.claims),
         "questions": {w: verdict_data(v.questions) for w, v in verdicts.workloads.items()},
         "standings": verdict_data(verdicts.standings),
+        "question": analysis.question,
+        "answers": {key: verdict_data(analysis.answer(key)) for key in ANSWER_KEYS},
         "conclusion": verdict_data(verdicts.conclusion)})
 
 
@@ -389,6 +416,108 @@ def _tuning_luck(analysis: SuiteAnalysis) -> list[Block]:
             ("table", ["workload", "arm", "studies", "best objective", "final val loss", "best after n trials"], rows)]
 
 
+# -- the write-up's open questions, answered ------------------------------------------------------------
+
+def _held_cells(c: Comparison | None) -> list[str]:
+    """A question's difference as table cells: ``diff [95% CI]``, the Holm p, and ``held``'s word."""
+    if c is None:
+        return [MISSING, MISSING, "not computed"]
+    difference = fmt_signed(c.mean_diff) + ("" if c.ci95 is None else f" {fmt_ci(c.ci95, signed=True)}")
+    return [difference, fmt_p(c.p_holm), HELD_WORDS[held(c)]]
+
+
+def _question_blocks(analysis: SuiteAnalysis) -> list[Block]:
+    """Which question the suite was run to answer, and every computed answer in one list."""
+    blocks: list[Block] = []
+    if analysis.question in QUESTION_WORDS:
+        blocks += [("h", 2, "Question"), ("p", f"This suite was run to answer the write-up's closing question: "
+                                              f"{QUESTION_WORDS[analysis.question]}.")]
+    study, bases, beats = (analysis.answer(key) for key in ANSWER_KEYS)
+    answers = ([p.text for p in study.pooled] if study else []) + ([bases.texts[0]] if bases else []) + (
+        [beats.text] if beats else [])
+    if answers:
+        blocks += [("h", 2, "Answers"), ("ul", answers)]
+    return blocks
+
+
+def _estimator_blocks(analysis: SuiteAnalysis, figures: Mapping[str, str]) -> list[Block]:
+    from hessian_lr.report.verdicts.estimator_study import FIDELITY_DEFINITION, MIN_GROUP
+
+    study = analysis.answer("estimator_study")
+    if study is None:
+        return []
+    rows = []
+    for c in study.cells:
+        against_reference = ["grad-diff itself", MISSING, MISSING] if c.vs_reference is None else \
+            _held_cells(c.vs_reference)
+        rows.append([c.workload, c.base, c.estimator, fmt(c.fidelity, 3), fmt_mean_ci(c.final_loss, c.final_ci95)
+                     + (f" ({c.diverged} of {c.seeds} diverged)" if c.diverged else ""),
+                     *against_reference, *_held_cells(c.vs_base)])
+    tallies = [[t.base, t.estimator, *(" / ".join(str(n) for n in t.counts(outcomes).values()) if outcomes else MISSING
+                                       for outcomes in (t.vs_reference, t.vs_base))] for t in study.tallies]
+    blocks: list[Block] = [
+        ("h", 2, "Which curvature estimator?"),
+        ("p", "Each estimator around each base: its arm's final validation loss (mean over seeds [95% CI]), its paired "
+              "difference from the same base with grad-diff (`hessian-<base>`) and from the bare base, each family "
+              "Holm-corrected on its workload; lower / higher when the 95% CI excludes 0 and the difference survives "
+              f"Holm's correction, else within noise. Fidelity: {FIDELITY_DEFINITION} (— : not measured)."),
+        ("table", ["workload", "base", "estimator", "fidelity", "final val loss [95% CI]", "− grad-diff [95% CI]",
+                   "Holm p", "vs grad-diff", "− base [95% CI]", "Holm p", "vs base"], rows),
+        ("p", "Across workloads, the number of workloads where the estimator's final loss was lower / within noise / "
+              "higher / untestable:"),
+        ("table", ["base", "estimator", "vs grad-diff", "vs the bare base"], tallies),
+        ("p", " ".join(study.texts[:len(study.bases)])),
+        ("h", 3, "Does fidelity predict training?"),
+        ("p", f"Per workload and base, Spearman's ρ across the estimators between fidelity and final validation loss "
+              f"(negative: the more faithful estimate trained to the lower loss; a diverged arm ranks last; at least "
+              f"{MIN_GROUP} estimators with both numbers). Pooled per base and over all bases: the mean ρ over the "
+              "groups, tested two-sided by permuting the estimators' losses within each workload independently (over "
+              "all bases, one ordering per workload serves all its bases, which share its fidelity values); exact "
+              "when the permutation distribution is small enough to enumerate, else a seeded Monte Carlo draw.")]
+    group_rows = [[g.workload, g.base, str(len(g.estimators)), MISSING if g.rho is None else f"{g.rho:+.3f}",
+                   ", ".join(g.left_out) or MISSING] for g in study.groups]
+    blocks.append(("table", ["workload", "base", "estimators", "Spearman ρ", "trained, no fidelity"], group_rows))
+    blocks += [("p", p.text) for p in study.pooled]
+    if "fidelity_training" in figures:
+        blocks.append(("img", "fidelity against the final validation loss's rank, one point per estimator and "
+                              "workload, one panel per base", "fidelity_training"))
+    return blocks
+
+
+def _base_blocks(analysis: SuiteAnalysis) -> list[Block]:
+    study = analysis.answer("base_study")
+    if study is None:
+        return []
+    words = {True: "yes", False: "no", None: "not classified"}
+    rows = [[c.workload, c.base, words[c.normalises], fmt(c.base_loss), *_held_cells(c.final),
+             fmt_pct_signed(c.relative)]
+            for t in study.tallies for c in t.cells]
+    return [("h", 2, "Which base optimizers gain?"),
+            ("p", "Per workload and base, hessian-<base> − <base> in final validation loss, paired by seed, "
+                  "Holm-corrected over the workload's wrapped/bare pairs (lower / higher: the 95% CI excludes 0 and "
+                  "the difference survives Holm's correction); relative: the mean difference over the bare base's "
+                  "mean final loss. Per-coordinate normalisation: whether the base divides each coordinate by a "
+                  "running scale of its own (as the arm declares it; Adam's family and sign updates do)."),
+            ("table", ["workload", "base", "normalises", "base final val loss", "wrapped − base [95% CI]", "Holm p",
+                       "verdict", "relative"], rows),
+            *(("p", text) for text in study.texts)]
+
+
+def _beats_adam_blocks(analysis: SuiteAnalysis) -> list[Block]:
+    record = analysis.answer("beats_adam")
+    if record is None:
+        return []
+    blocks: list[Block] = [("h", 2, f"Anything that beats a tuned {record.reference}?")]
+    if record.arms:
+        rows = [[a.arm, *(HELD_WORDS[a.outcomes[w]] if w in a.outcomes else "not run" for w in record.workloads),
+                 str(len(a.wins)), str(len(a.losses))] for a in record.arms]
+        blocks += [("p", f"Final validation loss, arm − {record.reference}, paired by seed, Holm-corrected over the "
+                         f"arms on each workload: lower / higher when the 95% CI excludes 0 and the difference "
+                         "survives Holm's correction, else within noise."),
+                   ("table", ["arm", *record.workloads, "lower on", "higher on"], rows)]
+    return blocks + [("p", record.text)]
+
+
 def suite_document(analysis: SuiteAnalysis, figures: Mapping[str, str] | None = None) -> list[Block]:
     """The suite report's blocks (rendered by ``markdown.to_markdown`` and ``html.to_html``).
 
@@ -408,6 +537,7 @@ def suite_document(analysis: SuiteAnalysis, figures: Mapping[str, str] | None = 
               "HessianLR(Adam) faster early and Adam slightly lower at the end, and asked whether better curvature "
               "estimators or other base optimizers would change that."),
     ]
+    blocks += _question_blocks(analysis)
     blocks += _method(analysis)
     blocks += [("h", 2, "Results per workload")]
     for w in analysis.workloads:
@@ -416,6 +546,9 @@ def suite_document(analysis: SuiteAnalysis, figures: Mapping[str, str] | None = 
     blocks += _tuning_luck(analysis)
     blocks += _profiles(analysis, figures)
     blocks += _fidelity(analysis)
+    blocks += _estimator_blocks(analysis, figures)
+    blocks += _base_blocks(analysis)
+    blocks += _beats_adam_blocks(analysis)
     blocks += _conclusion(analysis)
     blocks += reproducibility_blocks("`suite.json` (each workload's results.json and fidelity.json); rebuilding the "
                                      "report from it writes identical files", analysis.versions)
@@ -423,7 +556,8 @@ def suite_document(analysis: SuiteAnalysis, figures: Mapping[str, str] | None = 
 
 
 def write_suite_report(suite: Mapping[str, Any], out: Path) -> dict[str, Path]:
-    """Write ``suite.md``, ``suite.html`` (self-contained: the figure inlined) and ``profiles.png``.
+    """Write ``suite.md``, ``suite.html`` (self-contained: the figures inlined), ``profiles.png`` and, when
+    the fidelity–training correlation was computed, ``fidelity_training.png``.
 
     Everything is computed from ``suite`` as suite.json holds it (a JSON round trip first), so
     writing again from the suite.json read back gives byte-identical files.
@@ -440,14 +574,20 @@ def write_suite_report(suite: Mapping[str, Any], out: Path) -> dict[str, Path]:
     images = {}
     if analysis.profiles:
         images["profiles"] = profiles_png([analysis.profiles[c] for c in CLOCKS if c in analysis.profiles])
+    study = analysis.answer("estimator_study")
+    if study is not None and any(p.groups for p in study.pooled):
+        images["fidelity_training"] = fidelity_training_png(
+            [(f"around {p.scope}: mean ρ {p.test.statistic:+.3f}, p = {fmt_p(p.test.p_value)}", p.groups)
+             for p in study.pooled if p.scope != "all" and p.groups])
     figures = {key: f"{key}.png" for key in images}
     blocks = suite_document(analysis, figures)
     written = {}
     for key, png in images.items():
         atomic_write_bytes(out / figures[key], png)
         written[figures[key]] = out / figures[key]
-    if "profiles" not in images:
-        (out / "profiles.png").unlink(missing_ok=True)
+    for key in ("profiles", "fidelity_training"):  # a figure of an earlier report that this one lacks
+        if key not in images:
+            (out / f"{key}.png").unlink(missing_ok=True)
     title = f"hessian-lr suite ({', '.join(analysis.workloads)})"
     atomic_write_text(out / "suite.md", to_markdown(blocks, figures))
     atomic_write_text(out / "suite.html", to_html(blocks, images, title))

@@ -18,6 +18,10 @@ One module per question or concern, each readable alone:
 - ``workload``: all of one workload's verdicts (``workload_verdicts``);
 - ``win_tie_loss``, ``standings``: across workloads, win / tie / loss against the baseline and the
   performance-profile ranking (AlgoPerf, Dahl et al. 2023, arXiv:2306.07179);
+- ``estimator_study``, ``base_study``, ``beats_adam``: the write-up's questions answered across a
+  suite — which estimator, and does an estimate's fidelity predict how it trains (a pooled rank
+  correlation with a permutation test); which base optimizers gain and whether that tracks
+  per-coordinate normalisation; which arms beat a tuned Adam on at least two workloads;
 - ``tally``: the interface of a question answered across a suite (``SuiteQuestion``);
   ``suite``: ``suite_verdicts`` and the generated ``SuiteConclusion``;
 - ``registry``: the questions asked, in order: adding a question is adding a module and one line

@@ -8,7 +8,8 @@ records by name); the suite conclusion's paragraphs follow ``SUITE_QUESTIONS``' 
 
 from __future__ import annotations
 
-from hessian_lr.report.verdicts import claims, estimators, standings, win_tie_loss, wrapping
+from hessian_lr.report.verdicts import (base_study, beats_adam, claims, estimator_study, estimators, standings,
+                                        win_tie_loss, wrapping)
 from hessian_lr.report.verdicts.questions import Question
 from hessian_lr.report.verdicts.tally import SuiteQuestion
 
@@ -22,7 +23,10 @@ WORKLOAD_QUESTIONS: tuple[Question, ...] = (
 SUITE_QUESTIONS: tuple[SuiteQuestion, ...] = (
     claims.ACROSS,  # the write-up's claims over the workloads
     estimators.ACROSS,
+    estimator_study.ACROSS,  # which estimator, and does fidelity predict training?
     wrapping.ACROSS,
+    base_study.ACROSS,  # which bases gain, and does the gain track normalisation?
+    beats_adam.ACROSS,  # does anything beat a tuned Adam?
     standings.ACROSS,  # performance profiles
     win_tie_loss.ACROSS,
 )

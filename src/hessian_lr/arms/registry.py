@@ -20,11 +20,7 @@ tables (passed to :func:`get_arm` as ``declared``).
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
 import json
-import os
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from functools import lru_cache
@@ -32,6 +28,7 @@ from typing import Any
 
 from hessian_lr.arms.base import Arm, signature_defaults
 from hessian_lr.arms.names import estimator_names, parse_wrapped, wrapped_name
+from hessian_lr.imports import import_object, is_import_path, module_of, package_versions
 
 __all__ = ["ARMS", "register", "get_arm", "parse_arm_names", "is_import_path", "provenance", "Declared"]
 
@@ -47,39 +44,15 @@ def register(arm: Arm) -> Arm:
     return arm
 
 
-def is_import_path(name: str) -> bool:
-    return ":" in name
-
-
-def _import_module(module: str, path: str) -> Any:
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.append(cwd)  # after site-packages: a local file never shadows an installed package
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ValueError(f"optimizer {path!r}: cannot import module {module!r}: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - the user's module failed while importing
-        raise ValueError(f"optimizer {path!r}: importing module {module!r} raised "
-                         f"{type(exc).__name__}: {exc}") from None
-
-
 @lru_cache(maxsize=None)
 def _arm_from_path(path: str) -> Arm:
-    module_name, _, attribute = path.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"optimizer {path!r}: an import path is 'package.module:name'")
-    target: Any = _import_module(module_name, path)
-    for part in attribute.split("."):
-        if not hasattr(target, part):
-            raise ValueError(f"optimizer {path!r}: module {module_name!r} has no attribute {attribute!r}")
-        target = getattr(target, part)
+    target = import_object(path, "optimizer")
     if isinstance(target, Arm):
         return replace(target, name=path, source=path)
     if not callable(target):
         raise ValueError(f"optimizer {path!r} is a {type(target).__name__}, not an Arm or an optimizer factory "
                          "(params, lr, **hyperparameters) -> torch.optim.Optimizer")
-    package = module_name.split(".")[0]
+    package = module_of(path).split(".")[0]
     doc = (getattr(target, "__doc__", None) or "").strip().splitlines()
     return Arm(path, target, description=f"{path} (imported){': ' + doc[0] if doc else ''}",
                defaults=signature_defaults(target), source=path,
@@ -181,19 +154,6 @@ def parse_arm_names(names: str | Iterable[str], declared: Declared | None = None
     return cleaned
 
 
-def _distribution_of(package: str) -> tuple[str | None, str | None]:
-    try:
-        distributions = importlib.metadata.packages_distributions().get(package) or []
-    except Exception:  # noqa: BLE001 - broken metadata of some installed package
-        distributions = []
-    for dist in distributions:
-        try:
-            return dist, importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None, None
-
-
 def provenance(arm: Arm) -> dict[str, Any]:
     """Where ``arm`` comes from and what it is: its source (module or import path), description,
     training step, the distribution and version of every package it requires (``None`` for
@@ -201,10 +161,7 @@ def provenance(arm: Arm) -> dict[str, Any]:
     whether it normalises per coordinate (``normalises``: true, false or null), and for a
     wrapped arm what it wraps (``wraps``: the base arm's name and source, the estimator and its
     options)."""
-    packages = {}
-    for package in arm.requires:
-        dist, version = _distribution_of(package)
-        packages[package] = {"distribution": dist, "version": version}
+    packages = package_versions(arm.requires)
     found = {"source": arm.source, "description": arm.description, "step": arm.step.describe(),
              "second_order": arm.second_order, "packages": packages, "normalises": arm.normalises}
     if arm.wraps is not None:

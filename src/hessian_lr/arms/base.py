@@ -15,7 +15,9 @@ between optimizers:
   optimizer's own defaults, or the arm's choice, e.g. SGD's momentum 0.9): they fill tuple
   items (``betas[1]``) and tell the ``wide`` preset which hyperparameters exist.
 
-No training loop asks what kind of optimizer it holds: it calls the arm's step.
+No training loop asks what kind of optimizer it holds: it calls the arm's step. A wrapped arm
+(:mod:`hessian_lr.arms.wrapping`) records what it wraps (:class:`Wrapping`) and keeps its base's
+step, or composes a sampling estimator's backward with it (:class:`SampledStep`).
 """
 
 from __future__ import annotations

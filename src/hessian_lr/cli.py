@@ -142,18 +142,41 @@ def _add_protocol_options(parser: argparse.ArgumentParser, defaults: dict[str, s
     add("--threads", type=_thread_count, help="intra-op torch threads per process (default: 1, as tiny models "
         "are faster and steadier so on a shared machine; a single batched process shares its cores among its "
         "optimizers, each training in its own thread while cores last)")
+    _add_data_dir_option(parser)
     add("--config", type=Path, help="TOML file with any of these options by long name, [space.ARM] tables and "
         "[arms.NAME] tables (base = an arm, estimator = its name, and the estimator's options); flags override it")
     add("--quiet", action="store_true", help="no progress bars or summary table")
 
 
+def _add_data_dir_option(parser: argparse.ArgumentParser) -> None:
+    from hessian_lr.workloads.datadir import DATA_ENV
+    from hessian_lr.workloads.registry import DATA_WORKLOADS
+
+    parser.add_argument("--data-dir", type=_folder, help=f"folder the workloads that read data from disk "
+                        f"({', '.join(DATA_WORKLOADS)}) read it from; 'hessian-lr data download' fetches it there "
+                        f"(default: ${DATA_ENV}, else data/ in the cache folder: $HESSIAN_LR_CACHE, else "
+                        "~/.cache/hessian-lr)")
+
+
+def _use_data_dir(args: argparse.Namespace) -> None:
+    """``--data-dir`` becomes ``$HESSIAN_LR_DATA`` of this process, which its worker processes inherit."""
+    if getattr(args, "data_dir", None) is not None and getattr(args, "command", None) != "data":
+        import os
+
+        from hessian_lr.workloads.datadir import DATA_ENV
+
+        os.environ[DATA_ENV] = str(args.data_dir)
+
+
 def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     from hessian_lr.workloads import WORKLOADS
+    from hessian_lr.workloads.registry import DATA_WORKLOADS
 
     add = parser.add_argument
     add("--out", type=_folder, help="run folder for results.json, trials.csv, comparison.png, report.md and the "
         "Optuna study (default: runs/compare)")
-    add("--workload", help=f"workload (default: mnist1d-mlp); known: {', '.join(WORKLOADS)}; or an import path "
+    add("--workload", help=f"workload (default: mnist1d-mlp); known: {', '.join(WORKLOADS)}; reading data from "
+        f"--data-dir: {', '.join(DATA_WORKLOADS)}; or an import path "
         "package.module:name of your own Workload, or of a factory returning one (its keyword options: a [workload] "
         "table in --config)")
     add("--epochs", type=_positive_int, help="training epochs of every trial and final run (default: the workload's "
@@ -217,7 +240,10 @@ def _check_run(config: Any) -> None:
     from hessian_lr.pipeline.compare import check_spaces
     from hessian_lr.tuning.storage import check_storage
 
+    from hessian_lr.workloads.registry import check_data
+
     _check_out_dir(config.out)
+    check_data(config.workload, config.workload_options)
     check_spaces(config)
     check_storage(config.storage, config.out)
 
@@ -230,8 +256,11 @@ def _suite_config(args: argparse.Namespace) -> Any:
     from hessian_lr.tuning.storage import check_storage
 
     config = SuiteConfig(**_settings(args, SUITE_KEYS, {f.name for f in fields(SuiteConfig)}))
+    from hessian_lr.workloads.registry import check_data
+
     _check_out_dir(config.out)
     for workload in config.workloads:
+        check_data(workload)
         check_spaces(config.compare_config(workload))
     check_storage(config.storage, config.out)
     return config
@@ -423,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "postgresql+psycopg2://user@host:5432/hessian_lr")
     worker.add_argument("--study", default="compare", help="the study name prefix given to compare (default: compare)")
     worker.add_argument("--threads", type=_thread_count, default=1, help="intra-op torch threads (default: 1)")
+    _add_data_dir_option(worker)
     worker.set_defaults(handler=_worker)
 
     report = commands.add_parser("report", help="rebuild the report from a saved results.json (no training)",
@@ -544,6 +574,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if handler is None:
             parser.print_help()
             return EXIT_USAGE
+        _use_data_dir(args)
         handler(args)
         code = 0
     except KeyboardInterrupt:

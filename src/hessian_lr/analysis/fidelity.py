@@ -50,9 +50,13 @@ import torch
 from torch import Tensor, nn
 
 from hessian_lr.analysis.exact import workload_hessian_diagonal
+from hessian_lr.arms import Arm, TrainStep
 from hessian_lr.optim.estimators import CurvatureEstimator, get_estimator
 from hessian_lr.optim.hvp import gauss_newton_bartlett_sample, hutchinson_sample
-from hessian_lr.workloads import get_workload
+from hessian_lr.training.loop import InMemoryBatches, Schedule, run_schedule
+from hessian_lr.training.records import Run
+from hessian_lr.training.single import SingleModel
+from hessian_lr.workloads import Splits, Workload, get_workload
 
 __all__ = [
     "DEFAULT_ESTIMATORS",
@@ -194,7 +198,7 @@ def suite_fidelity(
     and ``fidelity.md`` and returns the result."""
     work = get_workload(workload)
     epochs = max(1, work.epochs // 2)
-    steps_per_epoch = math.ceil(len(work.data.x_train) / work.batch_size)
+    steps_per_epoch = work.steps_per_epoch()
     return run_fidelity(
         out_dir, workload=workload, estimators=estimators, epochs=epochs, lr=lr, seed=seed,
         checkpoints=sorted({steps_per_epoch, epochs * steps_per_epoch}),
@@ -203,16 +207,106 @@ def suite_fidelity(
     )
 
 
-def _run(out_dir, workload_name, estimator_specs, epochs, lr, beta, eps, seed, checkpoints, exact_on,
-         exact_rows, reference_probes, plot, say) -> dict[str, Any]:
+class _ShadowStep(TrainStep):
+    """The watched run's training step: the base optimizer's gradient, plus every estimator fed
+    in shadow from the same minibatch, and the exact diagonal at the checkpoints (at the
+    parameters where ``g_t`` was taken, before the base optimizer takes step ``t``).
+
+    The skeleton calls :meth:`backward` once per step (``step`` 0-based); it leaves the
+    gradient in ``p.grad`` for the base optimizer's ``step()``. ``model`` is set once the model
+    set is built."""
+
+    plain = False
+    stacks = False
+
+    def __init__(self, work: Workload, estimators: list[CurvatureEstimator], beta: float, eps: float,
+                 checkpoints: list[int], exact: tuple[Tensor, Tensor], reference_probes: int, total_steps: int,
+                 say: Callable[[str], None], seed: int) -> None:
+        self.work, self.estimators, self.beta, self.eps = work, estimators, beta, eps
+        self.checkpoints, self.x_exact, self.y_exact = set(checkpoints), *exact
+        self.reference_probes, self.total_steps, self.say = reference_probes, total_steps, say
+        self.probe_rng = torch.Generator().manual_seed(seed + 1)  # shadow samples never touch the global RNG
+        self.model: nn.Module | None = None
+        self.states: dict[str, list[dict[str, Any]]] = {}
+        self.wants_hutchinson = any(est.name == "hutchinson" for est in estimators)
+        self.wants_gnb = any(est.name == "gauss-newton" for est in estimators)
+        self.names = [est.name for est in estimators]
+        self.series: dict[str, dict[str, list]] = {name: {m: [] for m in METRICS} for name in self.names}
+        self.references: dict[str, dict[str, list]] = {}
+        self.scatter: dict[str, Any] = {}
+        self.exact_seconds = 0.0
+        self.train_losses: list[float] = []
+
+    def backward(self, optimizer: torch.optim.Optimizer, loss: Tensor, *, logits: Tensor, step: int) -> None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if not self.states:
+            self.states = {est.name: [dict(step=0, **est.init(p, p.dtype)) for p in params] for est in self.estimators}
+        step += 1  # the checkpoints count steps from 1
+        gnb = gauss_newton_bartlett_sample(logits, params, generator=self.probe_rng, retain_graph=True) \
+            if self.wants_gnb else None
+        if self.wants_hutchinson:
+            grads, hutch = hutchinson_sample(loss, params, generator=self.probe_rng)
+        else:
+            grads, hutch = list(torch.autograd.grad(loss, params)), None
+        self.train_losses.append(float(loss.detach()))
+        for est in self.estimators:
+            states = self.states[est.name]
+            for state in states:
+                state["step"] += 1
+            if est.name in ("hutchinson", "gauss-newton"):
+                if est.due(step - 1):
+                    for state, sample in zip(states, hutch if est.name == "hutchinson" else gnb):
+                        est.absorb_(state, sample, beta=self.beta)
+            else:
+                with torch.no_grad():
+                    est.precondition_([g.clone() for g in grads], params, states, beta=self.beta, eps=self.eps,
+                                      step=step, foreach=False)
+        if step in self.checkpoints:
+            self._checkpoint(step, params)
+        for p, g in zip(params, grads):
+            p.grad = g
+
+    def _checkpoint(self, step: int, params: list[Tensor]) -> None:
+        assert self.model is not None
+        self.model.eval()
+        t0 = time.perf_counter()
+        exact = _flat(workload_hessian_diagonal(self.work, self.model, self.x_exact, self.y_exact))
+        self.exact_seconds += time.perf_counter() - t0
+        estimates = {}
+        for est in self.estimators:
+            estimate = _flat([est.estimate(s, beta=self.beta, step=step) for s in self.states[est.name]])
+            estimates[est.name] = estimate
+            for metric, value in fidelity_metrics(estimate, exact, power=est.estimate_power).items():
+                self.series[est.name][metric].append(value)
+        for ref_name, ref in _references(self.work, self.model, params, self.x_exact, self.y_exact,
+                                         self.reference_probes, self.probe_rng).items():
+            bucket = self.references.setdefault(ref_name, {m: [] for m in METRICS})
+            estimates[ref_name] = ref
+            for metric, value in fidelity_metrics(ref, exact, power=1.0).items():
+                bucket[metric].append(value)
+        self.scatter = {"step": step, "exact": exact, "estimates": estimates}
+        row = ", ".join(f"{name} {self.series[name]['spearman'][-1]:.2f}"
+                        if self.series[name]["spearman"][-1] is not None else f"{name} -" for name in self.names)
+        self.say(f"step {step}/{self.total_steps}: Spearman {row}")
+        self.model.train()
+
+
+def _run(out_dir: Path, workload_name: str, estimator_specs: Sequence[str | CurvatureEstimator], epochs: int,
+         lr: float, beta: float, eps: float, seed: int, checkpoints: Sequence[int] | None, exact_on: str,
+         exact_rows: int | None, reference_probes: int, plot: bool, say: Callable[[str], None]) -> dict[str, Any]:
+    """The watched run: the training skeleton (one model, torch Adam at ``lr``) with the shadow
+    step (:class:`_ShadowStep`), then the result files."""
     start_time = time.perf_counter()
     work = get_workload(workload_name)
     data = work.data
-    x_train, y_train = data.x_train, data.y_train
-    x_exact, y_exact = (x_train, y_train) if exact_on == "train" else (data.x_val, data.y_val)
+    if not isinstance(data, Splits):
+        raise ValueError(f"workload {work.name!r}: the fidelity study needs in-memory splits (its exact diagonal "
+                         "is over the training rows), not loaders")
+    x_train = data.x_train
+    x_exact, y_exact = (x_train, data.y_train) if exact_on == "train" else (data.x_val, data.y_val)
     x_exact, y_exact = x_exact[:exact_rows], y_exact[:exact_rows]
-    n, batch_size = len(x_train), work.batch_size
-    steps_per_epoch = math.ceil(n / batch_size)
+    batch_size = work.batch_size
+    steps_per_epoch = work.steps_per_epoch()
     total_steps = steps_per_epoch * epochs
     checkpoints = sorted(set(checkpoints or default_checkpoints(steps_per_epoch, epochs)))
     if checkpoints[0] < 1 or checkpoints[-1] > total_steps:
@@ -230,89 +324,21 @@ def _run(out_dir, workload_name, estimator_specs, epochs, lr, beta, eps, seed, c
     if len(set(names)) != len(names):
         raise ValueError(f"estimator names must be unique, got {names}")
 
-    torch.manual_seed(seed)
-    model = work.build_model()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr)
-    batch_order = torch.Generator().manual_seed(seed)
-    probe_rng = torch.Generator().manual_seed(seed + 1)  # shadow samples never touch the global RNG
-
-    states = {est.name: [dict(step=0, **est.init(p, p.dtype)) for p in params] for est in estimators}
-    wants_hutchinson = any(est.name == "hutchinson" for est in estimators)
-    wants_gnb = any(est.name == "gauss-newton" for est in estimators)
-
-    series: dict[str, dict[str, list]] = {name: {m: [] for m in METRICS} for name in names}
-    references: dict[str, dict[str, list]] = {}
-    scatter: dict[str, Any] = {}
-    exact_seconds = 0.0
-    train_losses: list[float] = []
-    step = 0
-    say(f"fidelity: {work.name}, {sum(p.numel() for p in params):,} parameters, {total_steps} steps, "
-        f"checkpoints {checkpoints}")
-    for _epoch in range(epochs):
-        order = torch.randperm(n, generator=batch_order)
-        for i in range(0, n, batch_size):
-            step += 1
-            idx = order[i : i + batch_size]
-            model.train()
-            logits = model(x_train[idx])
-            loss = work.loss_fn(logits, y_train[idx]) + work.penalty(params)
-            gnb = gauss_newton_bartlett_sample(logits, params, generator=probe_rng, retain_graph=True) if wants_gnb else None
-            if wants_hutchinson:
-                grads, hutch = hutchinson_sample(loss, params, generator=probe_rng)
-            else:
-                grads = list(torch.autograd.grad(loss, params))
-                hutch = None
-            train_losses.append(float(loss.detach()))
-            del logits, loss
-
-            for est in estimators:
-                st = states[est.name]
-                for s in st:
-                    s["step"] += 1
-                if est.name == "hutchinson" or est.name == "gauss-newton":
-                    samples = hutch if est.name == "hutchinson" else gnb
-                    if est.due(step - 1):
-                        for s, u in zip(st, samples):
-                            est.absorb_(s, u, beta=beta)
-                else:
-                    with torch.no_grad():
-                        est.precondition_([g.clone() for g in grads], params, st,
-                                          beta=beta, eps=eps, step=step, foreach=False)
-
-            if step in checkpoints:
-                model.eval()
-                t0 = time.perf_counter()
-                exact = _flat(workload_hessian_diagonal(work, model, x_exact, y_exact))
-                exact_seconds += time.perf_counter() - t0
-                estimates = {}
-                for est in estimators:
-                    estimate = _flat([est.estimate(s, beta=beta, step=step) for s in states[est.name]])
-                    estimates[est.name] = estimate
-                    for metric, value in fidelity_metrics(estimate, exact, power=est.estimate_power).items():
-                        series[est.name][metric].append(value)
-                for ref_name, ref in _references(work, model, params, x_exact, y_exact,
-                                                 reference_probes, probe_rng).items():
-                    bucket = references.setdefault(ref_name, {m: [] for m in METRICS})
-                    estimates[ref_name] = ref
-                    for metric, value in fidelity_metrics(ref, exact, power=1.0).items():
-                        bucket[metric].append(value)
-                scatter = {"step": step, "exact": exact, "estimates": estimates}
-                row = ", ".join(f"{name} {series[name]['spearman'][-1]:.2f}" if series[name]['spearman'][-1] is not None
-                                else f"{name} -" for name in names)
-                say(f"step {step}/{total_steps}: Spearman {row}")
-            for p, g in zip(params, grads):
-                p.grad = g
-            optimizer.step()
-
-    model.eval()
-    with torch.no_grad():
-        val_loss = float(work.loss_fn(model(data.x_val), data.y_val))
+    shadow = _ShadowStep(work, estimators, beta, eps, checkpoints, (x_exact, y_exact), reference_probes, total_steps,
+                         say, seed)
+    base = Arm(name="adam (watched)", build=torch.optim.Adam, step=shadow)
+    run = Run({"lr": lr}, seed)
+    models = SingleModel(work, base, run)
+    shadow.model = models.model
+    parameters = sum(p.numel() for p in models.params)
+    say(f"fidelity: {work.name}, {parameters:,} parameters, {total_steps} steps, checkpoints {checkpoints}")
+    [trained] = run_schedule(work, models, [run], InMemoryBatches(work, [seed]), Schedule(steps_per_epoch, epochs),
+                             evaluate_test=False)
     powers = {est.name: est.estimate_power for est in estimators}
     result: dict[str, Any] = {
         "checkpoints": checkpoints,
-        "estimators": series,
-        "references": references,
+        "estimators": shadow.series,
+        "references": shadow.references,
         "skipped": skipped,
         "estimate_power": powers,
         "config": {
@@ -320,7 +346,7 @@ def _run(out_dir, workload_name, estimator_specs, epochs, lr, beta, eps, seed, c
             "task": work.task,
             "exact_route": work.curvature,
             "l2": work.l2,
-            "parameters": sum(p.numel() for p in params),
+            "parameters": parameters,
             "base_optimizer": "torch.optim.Adam",
             "lr": lr,
             "beta": beta,
@@ -334,14 +360,14 @@ def _run(out_dir, workload_name, estimator_specs, epochs, lr, beta, eps, seed, c
             "reference_probes": reference_probes,
             "estimators": {est.name: repr(est) for est in estimators},
         },
-        "final_val_loss": val_loss,
-        "train_loss_first_last": [train_losses[0], train_losses[-1]],
+        "final_val_loss": trained.val_loss,
+        "train_loss_first_last": [shadow.train_losses[0], shadow.train_losses[-1]],
         "wall_s": time.perf_counter() - start_time,
-        "exact_wall_s": exact_seconds,
+        "exact_wall_s": shadow.exact_seconds,
     }
     (out_dir / "fidelity.json").write_text(json.dumps(result, indent=2) + "\n")
     if plot:
-        plot_fidelity(result, scatter, out_dir / "fidelity.png")
+        plot_fidelity(result, shadow.scatter, out_dir / "fidelity.png")
     (out_dir / "fidelity.md").write_text(format_fidelity_table(result) + "\n")
     say(f"wrote {out_dir / 'fidelity.json'} ({result['wall_s']:.1f} s)")
     return result

@@ -44,6 +44,7 @@ from hessian_lr.pipeline.store import RunStore
 from hessian_lr.results import read_json, versions, write_json
 from hessian_lr.imports import is_import_path
 from hessian_lr.workloads import WORKLOADS, get_workload
+from hessian_lr.workloads.registry import DATA_WORKLOADS
 
 __all__ = ["SuiteConfig", "run_suite", "write_suite", "SUITE_FILE", "parse_workloads", "QUESTIONS", "question_arms",
            "DEFAULT_OPTIMIZERS", "fidelity_estimators"]
@@ -101,9 +102,10 @@ def parse_workloads(names: str | tuple[str, ...] | list[str]) -> tuple[str, ...]
     for name in cleaned:
         if is_import_path(name):
             get_workload(name)
-    unknown = [n for n in cleaned if n not in WORKLOADS and not is_import_path(n)]
+    unknown = [n for n in cleaned if n not in WORKLOADS and n not in DATA_WORKLOADS and not is_import_path(n)]
     if unknown:
-        raise ValueError(f"unknown workload(s) {', '.join(unknown)}; choose from all, {', '.join(WORKLOADS)}")
+        raise ValueError(f"unknown workload(s) {', '.join(unknown)}; choose from all, {', '.join(WORKLOADS)}, "
+                         f"{', '.join(DATA_WORKLOADS)} (data from --data-dir)")
     return cleaned
 
 

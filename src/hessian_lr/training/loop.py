@@ -67,7 +67,7 @@ from hessian_lr.workloads.data import Batch, Loaders, Splits, minibatches
 
 __all__ = ["Run", "RunResult", "ModelSet", "seed_everything", "initial_model", "train", "train_run",
            "run_schedule", "can_stack", "flush_subnormals", "GLOBAL_RNG_LOCK", "ModelRNG", "Progress",
-           "InMemoryBatches", "LoaderBatches", "Schedule", "Checkpoint"]
+           "InMemoryBatches", "LoaderBatches", "Schedule", "Checkpoint", "batches_of", "evaluate_batches"]
 
 # torch warns once that backward(create_graph=True) makes a parameter <-> gradient reference cycle;
 # the model sets break it by setting every gradient to None right after each step.
@@ -187,7 +187,7 @@ class LoaderBatches:
         return None if self.loaders.test is None else self._batches(self.loaders.test())
 
 
-def _evaluate(models: ModelSet, batches: Iterable[Batch], accuracy: bool) -> tuple[list[float], list[float] | None]:
+def evaluate_batches(models: ModelSet, batches: Iterable[Batch], accuracy: bool) -> tuple[list[float], list[float] | None]:
     """Per-model mean loss (and accuracy) over ``batches``, each batch weighted by its rows."""
     losses: Tensor | None = None
     accuracies: Tensor | None = None
@@ -229,7 +229,7 @@ def run_schedule(workload: Workload, models: ModelSet, runs: Sequence[Run], batc
 
     def evaluate_val() -> tuple[list[float], list[float] | None]:
         models.eval_mode()
-        return _evaluate(models, batches.val(), reads_accuracy)
+        return evaluate_batches(models, batches.val(), reads_accuracy)
 
     val_loss, val_accuracy = evaluate_val()
     for position, index in enumerate(active):
@@ -295,7 +295,7 @@ def run_schedule(workload: Workload, models: ModelSet, runs: Sequence[Run], batc
     test_batches = batches.test() if evaluate_test and active else None
     if test_batches is not None:
         models.eval_mode()
-        loss, accuracy = _evaluate(models, test_batches, classification)
+        loss, accuracy = evaluate_batches(models, test_batches, classification)
         accuracies = accuracy if accuracy is not None else [None] * len(active)
         test = dict(zip(active, zip(loss, accuracies)))
 
@@ -401,12 +401,12 @@ def train(workload: Workload, arm: Arm, runs: Sequence[Run], *, epochs: int | No
     results = []
     for run in runs:
         results += run_schedule(workload, SingleModel(workload, arm, run, placement), [run],
-                                _batches_of(workload, run.seed, device), schedule,
+                                batches_of(workload, run.seed, device), schedule,
                                 evaluate_test=evaluate_test, progress=progress)
     return results
 
 
-def _batches_of(workload: Workload, seed: int, device: torch.device) -> InMemoryBatches | LoaderBatches:
+def batches_of(workload: Workload, seed: int, device: torch.device | str) -> InMemoryBatches | LoaderBatches:
     """The batch source of one run of ``workload``."""
     if workload.in_memory:
         return InMemoryBatches(workload, [seed], device)

@@ -9,27 +9,38 @@ CPU seconds of the process, which on this shared machine match its quiet wall ti
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache, partial
 from typing import Any
 
 from hessian_lr.imports import import_object, is_import_path, module_of, package_versions
-from hessian_lr.workloads import digits, quadratic, teacher, transformer
+from hessian_lr.workloads import digits, quadratic, standard, teacher, transformer
 from hessian_lr.workloads.base import Reference, Workload
 from hessian_lr.workloads.convolution import Mnist1dCNN
 from hessian_lr.workloads.data import mnist1d_splits
+from hessian_lr.workloads.datadir import resolve_data_dir
 from hessian_lr.workloads.mlp import mlp
 from hessian_lr.workloads.sequence import BiGRUClassifier
 
-__all__ = ["Workload", "Reference", "WORKLOADS", "get_workload", "workload_provenance", "register", "mlp", "Mnist1dCNN"]
+__all__ = ["Workload", "Reference", "WORKLOADS", "DATA_WORKLOADS", "get_workload", "check_data", "workload_provenance",
+           "register", "register_data_workload", "mlp", "Mnist1dCNN"]
 
 WORKLOADS: dict[str, Workload] = {}
+# Workloads that read a data set from disk (--data-dir, else $HESSIAN_LR_DATA; 'hessian-lr data download'
+# fetches it), as factories taking keyword options (``size`` of the GPT). Resolved by name like the
+# others, but not among WORKLOADS: the offline workloads that "all" and the default suite run.
+DATA_WORKLOADS: dict[str, Callable[..., Workload]] = {}
 
 
 def register(workload: Workload) -> Workload:
     """Add ``workload`` under its name (replacing any with that name) and return it."""
     WORKLOADS[workload.name] = workload
     return workload
+
+
+def register_data_workload(name: str, factory: Callable[..., Workload]) -> None:
+    """Add a workload read from disk: ``factory(data_dir=..., **options)`` builds it."""
+    DATA_WORKLOADS[name] = factory
 
 
 def get_workload(name: str, options: Mapping[str, Any] | None = None) -> Workload:
@@ -51,18 +62,44 @@ def get_workload(name: str, options: Mapping[str, Any] | None = None) -> Workloa
         raise ValueError(f"a workload name must be a non-empty string, got {name!r}")
     options = dict(options or {})
     if is_import_path(name):
-        try:
-            options_json = json.dumps(options, sort_keys=True)
-        except (TypeError, ValueError):
-            raise ValueError(f"workload {name!r}: its options must be plain values (numbers, strings, lists, "
-                             f"tables), got {options!r}") from None
-        return _workload_from_path(name, options_json)
+        return _workload_from_path(name, _options_json(name, options))
+    if name in DATA_WORKLOADS:
+        # the data folder is part of the key: the same name on other data is another workload
+        return _data_workload(name, _options_json(name, options), str(resolve_data_dir()))
     if name not in WORKLOADS:
-        raise ValueError(f"unknown workload {name!r}; choose from {', '.join(sorted(WORKLOADS))}, or give an import "
-                         "path 'package.module:name' of a Workload or a factory returning one")
+        raise ValueError(f"unknown workload {name!r}; choose from {', '.join(sorted(WORKLOADS))}, "
+                         f"{', '.join(DATA_WORKLOADS)} (data from --data-dir), or give an import path "
+                         "'package.module:name' of a Workload or a factory returning one")
     if options:
         raise ValueError(f"workload {name!r} takes no options, got {', '.join(sorted(options))}")
     return WORKLOADS[name]
+
+
+def _options_json(name: str, options: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(options, sort_keys=True)
+    except (TypeError, ValueError):
+        raise ValueError(f"workload {name!r}: its options must be plain values (numbers, strings, lists, "
+                         f"tables), got {options!r}") from None
+
+
+@lru_cache(maxsize=None)
+def _data_workload(name: str, options_json: str, data_dir: str) -> Workload:
+    options = json.loads(options_json)
+    try:
+        return DATA_WORKLOADS[name](data_dir=data_dir, **options)
+    except TypeError as exc:
+        raise ValueError(f"workload {name!r} cannot take the options {options}: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"workload {name!r}: {exc}") from None
+
+
+def check_data(name: str, options: Mapping[str, Any] | None = None) -> None:
+    """Read a data workload's files now, so that a missing or corrupt data set is one line (a
+    :class:`~hessian_lr.workloads.datadir.DatasetError` naming the file and the download command)
+    before a run creates anything; nothing for the other workloads."""
+    if name in DATA_WORKLOADS:
+        get_workload(name, options).data  # noqa: B018 - loading is the check (and is cached for the run)
 
 
 @lru_cache(maxsize=None)
@@ -93,6 +130,10 @@ def workload_provenance(name: str, options: Mapping[str, Any] | None = None) -> 
     """Where a workload comes from, for results.json and the report: its ``source`` (the import
     path, or ``"registry"``), ``module``, ``options``, and the distribution and version of its
     top-level package (``None`` for a module in the current folder)."""
+    if name in DATA_WORKLOADS:
+        get_workload(name, options)
+        return {"source": "registry", "module": __name__, "options": dict(options or {}),
+                "data_dir": str(resolve_data_dir()), "packages": package_versions(["hessian_lr"])}
     if not is_import_path(name):
         get_workload(name)
         return {"source": "registry", "module": __name__, "options": {},
@@ -231,3 +272,10 @@ register(
         reference=transformer.REFERENCE,
     )
 )
+
+# read from disk (docs/workloads.md): AlgoPerf's CIFAR-10 workload, DeepOBS' 3c3d on CIFAR-10, nanoGPT's
+# shakespeare_char (option size="cpu": its README's CPU configuration, also registered by its own name)
+register_data_workload("cifar10-resnet18", standard.cifar10_resnet18)
+register_data_workload("cifar10-3c3d", standard.cifar10_3c3d)
+register_data_workload("shakespeare-char-gpt", standard.shakespeare_char_gpt)
+register_data_workload("shakespeare-char-gpt-cpu", partial(standard.shakespeare_char_gpt, size="cpu"))

@@ -154,9 +154,8 @@ def run_fidelity(
     ``"train"`` (the training objective) or ``"val"``; ``exact_rows`` limits the exact diagonal to
     the first rows of that split (the exact diagonal of the objective on those rows: the
     Hessian-vector-product route costs time in proportion to the rows). ``threads`` sets torch's
-    intra-op threads for the run (restored afterwards; ``None`` leaves them). About 15 s with the
-    defaults on one core for mnist1d-mlp; estimators that need logits are skipped on regression
-    workloads (``result["skipped"]``).
+    intra-op threads for the run (restored afterwards; ``None`` leaves them). Estimators that need
+    logits are skipped on regression workloads (``result["skipped"]``).
     """
     if exact_on not in ("train", "val"):
         raise ValueError(f"exact_on must be 'train' or 'val', got {exact_on!r}")
@@ -191,9 +190,8 @@ def suite_fidelity(
     estimators: Sequence[str | CurvatureEstimator] = DEFAULT_ESTIMATORS,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """:func:`run_fidelity` at the reduced settings of a benchmark suite (≲ 15 s per workload on one
-    core): half the workload's budget (at least one epoch), checkpoints after the first and the last
-    epoch, the exact diagonal on the first :data:`SUITE_EXACT_ROWS` training rows where the route is
+    """:func:`run_fidelity` at the reduced settings of a benchmark suite: half the workload's budget
+    (at least one epoch), checkpoints after the first and the last epoch, the exact diagonal on the first :data:`SUITE_EXACT_ROWS` training rows where the route is
     ``"hvp"`` (all rows otherwise), 10 reference probes, no figure. Writes ``out_dir/fidelity.json``
     and ``fidelity.md`` and returns the result."""
     work = get_workload(workload)

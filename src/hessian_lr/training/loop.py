@@ -363,8 +363,8 @@ def train(workload: Workload, arm: Arm, runs: Sequence[Run], *, epochs: int | No
         eval_every: evaluate every that many steps (default: the workload's, else every epoch).
         evaluate_test: evaluate the test split at the end.
         batch: train the runs at once as stacked models where :func:`can_stack` allows it — a
-            single run too where the engine's hand-written MLP backward serves the workload (~1.5×
-            faster than autograd through the module for one model); otherwise one after another,
+            single run too where the engine's hand-written MLP backward serves the workload (faster
+            than autograd through the module for one model: ``docs/engine.md``); otherwise one after another,
             each through the same skeleton with :class:`~hessian_lr.training.single.SingleModel`,
             the plain reference loop.
         progress: called with the model-evaluation periods done.

@@ -8,8 +8,8 @@ side is untouched: the arm's own optimizer reads those buffers as ``p.grad``.
 
 Activations are kept feature-major, ``[K, features, B]`` (``zᵀ = W aᵀ + b``): against the
 row-major form this turns the last layer's forward (10 outputs) into a GEMM with a wide output
-(2.4× faster there) and needs no transposed copies. About 80% of a step is the eight batched
-GEMMs, at 85–95 GFLOP/s on one core of the machines this was measured on (``docs/engine.md``).
+and needs no transposed copies; most of a step is the eight batched GEMMs (measurements:
+``docs/engine.md``).
 The tests check its gradients against autograd on every model of a batch.
 """
 

@@ -12,7 +12,7 @@ contiguous ``[K, *shape]`` block (``self.params[i]``), so that row ``k`` of ever
   gradient with respect to model k's parameters is model k's own gradient); any workload model
   without changing buffers, any arm whose step ``stacks``;
 * :class:`~hessian_lr.training.mlp.BatchedMLP` — a hand-written batched forward/backward for
-  ReLU MLPs under cross-entropy (measured ~3× faster than the generic path on mnist1d-mlp,
+  ReLU MLPs under cross-entropy (faster than the generic path on mnist1d-mlp: ``docs/engine.md``,
   ``benchmarks/batched_training.py``), used when the arm's backward is a plain one.
 
 **Optimizers** — always the arm's own ``torch.optim.Optimizer``, built by ``arm.build`` with each

@@ -1,9 +1,7 @@
 """The workload registry: every workload's data, model, loss, budget, reference and curvature route.
 
-One-run times in the descriptions were measured on the 2-core development machine (2026-12-01):
-one intra-op thread, torch Adam, the default budget, including the per-epoch validation pass;
-CPU seconds of the process, which on this shared machine match its quiet wall time
-(``benchmarks/workloads.py`` prints both again).
+Descriptions give sizes and budgets; measured one-run times are in ``docs/workloads.md``
+(``benchmarks/workloads.py`` measures them again).
 """
 
 from __future__ import annotations
@@ -149,7 +147,7 @@ register(
     Workload(
         name="mnist1d-mlp",
         description="mnist1d (3,500 train / 500 val / 1,000 test), MLP 40-100-100-10, ReLU, cross-entropy; "
-        "15,210 parameters; 20 epochs of 35 steps, ~0.45 s per run",
+        "15,210 parameters; 20 epochs of 35 steps",
         load_data=mnist1d_splits,
         build_model=partial(mlp, (40, 100, 100, 10)),
         reference=Reference(
@@ -163,8 +161,7 @@ register(
     Workload(
         name="mnist1d-cnn",
         description="mnist1d, the mnist1d paper's CNN (3 strided conv1d layers, 25 channels, then linear 125-10), "
-        "cross-entropy; 5,210 parameters; 15 epochs of 35 steps, ~1.1 s per run (30 epochs, ~2.2 s, made it a third "
-        "of a default suite's time)",
+        "cross-entropy; 5,210 parameters; 15 epochs of 35 steps",
         load_data=mnist1d_splits,
         build_model=Mnist1dCNN,
         epochs=15,
@@ -178,7 +175,7 @@ register(
     Workload(
         name="mnist1d-deep-mlp",
         description="mnist1d, deep narrow MLP 40-64x8-10 (8 hidden ReLU layers, no normalisation): curvature "
-        "differs by orders of magnitude between layers; 32,394 parameters; 20 epochs of 35 steps, ~1.0 s per run",
+        "differs by orders of magnitude between layers; 32,394 parameters; 20 epochs of 35 steps",
         load_data=mnist1d_splits,
         build_model=partial(mlp, (40,) + (64,) * 8 + (10,)),
     )
@@ -188,8 +185,7 @@ register(
     Workload(
         name="mnist1d-gru",
         description="mnist1d, the mnist1d paper's bidirectional GRU (6 units per direction, all 40 hidden states "
-        "-> linear 480-10), cross-entropy; 5,134 parameters; 5 epochs of 35 steps (the paper trains 6,000 steps), "
-        "~1.0 s per run",
+        "-> linear 480-10), cross-entropy; 5,134 parameters; 5 epochs of 35 steps (the paper trains 6,000 steps)",
         load_data=mnist1d_splits,
         build_model=BiGRUClassifier,
         epochs=5,
@@ -221,20 +217,20 @@ register(_quadratic(
     "noisy-quadratic", rotated=False,
     description="noisy quadratic model (Zhang et al. 2019): d=100, H = diag(10/i), per-row loss ½θᵀHθ + ξᵀθ "
     "over 1,000 noise rows with mean 0 and covariance exactly H (minibatch noise H/B), validation/test "
-    "loss ½θᵀHθ; 100 parameters; batch 10, 10 epochs = 1,000 steps, ~0.18 s per run"))
+    "loss ½θᵀHθ; 100 parameters; batch 10, 10 epochs = 1,000 steps"))
 
 register(_quadratic(
     "rotated-quadratic", rotated=True,
     description="the noisy quadratic under a fixed random rotation, H = Q diag(10/i) Qᵀ (as DeepOBS's "
     "quadratic_deep): same spectrum and SGD dynamics, but diag(H) no longer describes the curvature; "
-    "100 parameters; batch 10, 10 epochs = 1,000 steps, ~0.2 s per run"))
+    "100 parameters; batch 10, 10 epochs = 1,000 steps"))
 
 register(
     Workload(
         name="digits-softmax",
         description="multinomial logistic regression on scikit-learn's bundled 8x8 digits (1,197 train / 300 val / "
         "300 test, standardised), linear 64-10, cross-entropy + (1e-3/2)·‖θ‖² (convex); 650 parameters; "
-        "batch 64, 40 epochs of 19 steps, ~0.23 s per run",
+        "batch 64, 40 epochs of 19 steps",
         load_data=digits.digits_splits,
         build_model=digits.build_digits_model,
         batch_size=64,
@@ -249,7 +245,7 @@ register(
         name="teacher-student",
         description="regression onto a fixed random ReLU teacher 16-32-32-4 (x ~ N(0, I), noise σ = 0.1; 4,000 "
         "train / 1,000 val / 1,000 test), student ReLU MLP 16-64-64-4, mean squared error; 5,508 parameters; "
-        "batch 100, 20 epochs of 40 steps, ~0.4 s per run",
+        "batch 100, 20 epochs of 40 steps",
         load_data=teacher.teacher_splits,
         build_model=teacher.build_student,
         loss_fn=teacher.mse,
@@ -263,7 +259,7 @@ register(
         name="modular-addition-transformer",
         description="(a + b) mod 31 from the tokens 'a b =' (768 train / 96 val / 97 test pairs), one-layer "
         "pre-LN transformer (width 32, 4 heads, GELU MLP 128, LayerNorm), cross-entropy; 14,911 parameters; "
-        "batch 64, 60 epochs of 12 steps, ~1.6 s per run",
+        "batch 64, 60 epochs of 12 steps",
         load_data=transformer.modular_addition_splits,
         build_model=transformer.TinyTransformer,
         batch_size=64,

@@ -142,6 +142,11 @@ def _add_protocol_options(parser: argparse.ArgumentParser, defaults: dict[str, s
     add("--threads", type=_thread_count, help="intra-op torch threads per process (default: 1, as tiny models "
         "are faster and steadier so on a shared machine; a single batched process shares its cores among its "
         "optimizers, each training in its own thread while cores last)")
+    add("--device", help="where the models train: auto (CUDA where present, else CPU; default), cpu, cuda, cuda:N, mps")
+    add("--precision", choices=("fp32", "bf16", "fp16"), help="fp32 (default); bf16 or fp16: the forward under "
+        "torch.autocast, fp16 with a GradScaler (its skipped steps never reach the optimizer)")
+    add("--compile", action=argparse.BooleanOptionalAction, default=None,
+        help="torch.compile each model (trained one at a time; default: off)")
     _add_data_dir_option(parser)
     add("--config", type=Path, help="TOML file with any of these options by long name, [space.ARM] tables and "
         "[arms.NAME] tables (base = an arm, estimator = its name, and the estimator's options); flags override it")
@@ -181,6 +186,10 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
         "table in --config)")
     add("--epochs", type=_positive_int, help="training epochs of every trial and final run (default: the workload's "
         "budget, 20 for mnist1d-mlp)")
+    add("--steps", type=_positive_int, help="a budget in optimizer steps instead of epochs (default: the workload's "
+        "budget); the curves then index steps")
+    add("--eval-every", type=_positive_int, help="evaluate on the validation split every N steps and after the last "
+        "(default: after every epoch); the curves then index steps")
     add("--protocol", choices=("seed", "full"), help="presets: 'full' = 10 paired seeds and the equal-lr ablation "
         "(default); 'seed' = the original write-up's one final run per optimizer (explicit --seeds/--ablation win)")
     _add_protocol_options(parser, {"optimizers": "adam,hessian-adam", "seeds": "10; 1 with --protocol seed",
@@ -206,10 +215,12 @@ def _add_suite_options(parser: argparse.ArgumentParser) -> None:
 
 
 COMPARE_KEYS = ("out", "trials", "epochs", "seed", "optimizers", "workload", "lr_low", "lr_high", "storage",
-                "workers", "threads", "seeds", "ablation", "batch_trials", "batch_startup", "study", "space", "studies")
+                "workers", "threads", "seeds", "ablation", "batch_trials", "batch_startup", "study", "space", "studies",
+                "steps", "eval_every", "device", "precision", "compile")
 
 
-SUITE_KEYS = tuple(k for k in COMPARE_KEYS if k not in ("workload", "epochs")) + ("workloads", "fidelity", "question")
+SUITE_KEYS = tuple(k for k in COMPARE_KEYS if k not in ("workload", "epochs", "steps", "eval_every")) + (
+    "workloads", "fidelity", "question")
 
 
 def _settings(args: argparse.Namespace, keys: tuple[str, ...], allowed: set[str]) -> dict[str, Any]:
@@ -325,8 +336,12 @@ def _worker(args: argparse.Namespace) -> None:
     if not args.study.strip() or "." in args.study:
         raise UsageError(f"--study must be a non-empty name without '.', got {args.study!r}")
     _freeze_imported_objects()
-    names = run_worker(args.storage, args.study, threads=args.threads,
-                       progress=_checked(lambda event: None))
+    if args.device is not None:
+        from hessian_lr.training.placement import resolve_device
+
+        resolve_device(args.device)  # a device that is not there: one line, before joining anything
+    names = run_worker(args.storage, args.study, threads=args.threads, progress=_checked(lambda event: None),
+                       overrides={} if args.device is None else {"device": args.device})
     print(f"finished: {', '.join(names)}")
 
 
@@ -452,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "postgresql+psycopg2://user@host:5432/hessian_lr")
     worker.add_argument("--study", default="compare", help="the study name prefix given to compare (default: compare)")
     worker.add_argument("--threads", type=_thread_count, default=1, help="intra-op torch threads (default: 1)")
+    worker.add_argument("--device", help="where this worker's models train, e.g. cuda:1 for one worker per GPU "
+                        "(default: the run's --device)")
     _add_data_dir_option(worker)
     worker.set_defaults(handler=_worker)
 

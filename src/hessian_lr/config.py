@@ -20,6 +20,14 @@ from typing import Any
 
 from hessian_lr.arms import Arm, get_arm, parse_arm_names
 from hessian_lr.arms.wrapping import check_table
+from hessian_lr.training.placement import (
+    DEVICE_CHOICES,
+    PRECISIONS,
+    Placement,
+    device_record,
+    resolve_device,
+    resolve_placement,
+)
 from hessian_lr.tuning.space import PRESETS, Float, SearchSpace, space_from_toml, wide_space
 from hessian_lr.workloads import get_workload
 
@@ -30,6 +38,11 @@ MAX_WORKERS = 256  # processes; far above any machine this runs on, low enough t
 MAX_THREADS = 1024
 MAX_SEED = 2**32 - 1  # numpy's seed range (seed_everything seeds numpy too)
 MAX_COUNT = 10**6  # trials, epochs
+MAX_STEPS = 10**9  # optimizer steps, evaluation intervals
+# The training options whose defaults are today's training: a config leaves them out of its stored
+# form and its study fingerprint where they are at these values (so today's runs read as before).
+_TRAINING_DEFAULTS: dict[str, Any] = {"steps": None, "eval_every": None, "device": "auto", "precision": "fp32",
+                                      "compile": False}
 # Models trained at once: a batch of trials (batch_trials) or of final seeds (seeds, when they
 # train as one batch) is held in memory together, so these bound memory, not only typos.
 MAX_BATCH = 1024
@@ -96,6 +109,11 @@ class CompareConfig:
     spaces: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     arms: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # [arms.NAME] tables
     workload_options: Mapping[str, Any] = field(default_factory=dict)  # [workload] table: the factory's options
+    steps: int | None = None  # a budget in optimizer steps instead of epochs (None: the workload's, else epochs)
+    eval_every: int | None = None  # evaluate every N steps (None: the workload's, else after every epoch)
+    device: str = "auto"  # auto (CUDA where present, else CPU), cpu, cuda, cuda:N, mps
+    precision: str = "fp32"  # fp32, bf16 (autocast), fp16 (autocast + GradScaler)
+    compile: bool = False  # torch.compile the model (one model at a time)
     seeds: int = 10  # final runs per arm (seeds seed .. seed+seeds-1), paired across arms
     ablation: bool = True  # also train every arm at every other arm's tuned lr
     studies: int = 1  # independent tuning studies per arm (different sampler seeds)
@@ -123,6 +141,19 @@ class CompareConfig:
         workload = get_workload(self.workload, self.workload_options)
         if self.epochs is None:
             object.__setattr__(self, "epochs", workload.epochs)
+            if self.steps is None and workload.steps is not None:  # the workload's budget is in steps
+                object.__setattr__(self, "steps", workload.steps)
+        if self.eval_every is None and workload.eval_every is not None:
+            object.__setattr__(self, "eval_every", workload.eval_every)
+        for name in ("steps", "eval_every"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), 1, MAX_STEPS)
+        _check_bool("compile", self.compile)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not isinstance(self.device, str):
+            raise ValueError(f"device must be {DEVICE_CHOICES}, got {self.device!r}")
+        resolve_device(self.device)  # a device that is not there is an error before anything is created
         for name, high in (("trials", MAX_COUNT), ("epochs", MAX_COUNT), ("seeds", MAX_SEEDS),
                            ("batch_trials", MAX_BATCH), ("studies", MAX_STUDIES)):
             _check_int(name, getattr(self, name), 1, high)
@@ -225,10 +256,30 @@ class CompareConfig:
         """The sampler seed of an arm's ``study_index``-th tuning study (0: ``seed`` itself)."""
         return self.seed + study_index
 
+    @property
+    def placement(self) -> Placement:
+        """The resolved device, precision and compile of this process's training."""
+        return resolve_placement(self.device, self.precision, self.compile)
+
+    def training_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`hessian_lr.training.train` besides ``epochs`` that this
+        config sets: the step budget, the evaluation interval and the placement."""
+        return {"steps": self.steps, "eval_every": self.eval_every, "placement": self.placement}
+
+    def device_record(self) -> dict[str, Any]:
+        """``{"device": ...}`` (:func:`~hessian_lr.training.placement.device_record`) for results.json,
+        empty where this process trains on the CPU in float32 without compiling (today's runs)."""
+        placement = self.placement
+        return {} if placement.default else {"device": device_record(placement)}
+
     def study_fingerprint(self, arm: str) -> str:
         """Hash of what changes a trial's outcome for ``arm``; a study is only resumed under the
-        same one. ``trials`` is not part of it: asking for more trials extends a finished study."""
+        same one. ``trials`` is not part of it: asking for more trials extends a finished study.
+        The device is not part of it either: machines of any kind may serve one study."""
         key = {k: getattr(self, k) for k in ("workload", "epochs", "seed")}
+        for name, default in _TRAINING_DEFAULTS.items():  # new options enter only where set
+            if name != "device" and getattr(self, name) != default:
+                key[name] = getattr(self, name)
         key["space"] = self.arm_spaces[arm].fingerprint()
         if self.workload_options:  # a workload factory's options change every trial
             key["workload_options"] = self.workload_options
@@ -244,6 +295,7 @@ class CompareConfig:
         add_declared_arms(data, self.arms)
         if not self.workload_options:  # the stored config of a run without them is what it was before they existed
             data.pop("workload_options", None)
+        drop_default_training_options(data)  # likewise the budget and placement options
         return data
 
     def resolved_spaces(self) -> dict[str, dict[str, Any]]:
@@ -251,6 +303,14 @@ class CompareConfig:
 
     def updated(self, **changes: Any) -> CompareConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def drop_default_training_options(data: dict[str, Any]) -> None:
+    """Leave the step budget, evaluation interval, device, precision and compile out of a stored
+    config where they are at their defaults (today's training), so those configs read as before."""
+    for name, default in _TRAINING_DEFAULTS.items():
+        if name in data and data[name] == default:
+            data.pop(name)
 
 
 def declared_arms(tables: Any) -> dict[str, dict[str, Any]]:

@@ -384,7 +384,7 @@ def assemble_results(config: CompareConfig, store: RunStore | SharedRuns, trials
     extra["workload_source"] = workload_source
     extra["workers"] = who_ran_what(config, [run for sources in plan.values() for runs in sources.values()
                                              for run in runs])
-    return Results(config={**config.to_dict(), "arm_spaces": config.resolved_spaces()},
+    return Results(config={**config.to_dict(), "arm_spaces": config.resolved_spaces(), **config.device_record()},
                    versions=versions(packages), optimizers=optimizers, extra=extra)
 
 

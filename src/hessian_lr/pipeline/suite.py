@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from hessian_lr.config import CompareConfig, add_declared_arms
+from hessian_lr.config import CompareConfig, add_declared_arms, drop_default_training_options
 from hessian_lr.pipeline.execution import Progress, ProgressEvent, no_progress
 from hessian_lr.pipeline.store import RunStore
 from hessian_lr.results import read_json, versions, write_json
@@ -141,6 +141,9 @@ class SuiteConfig:
     fidelity: bool = True
     out: Path = Path("runs/suite")
     question: str | None = None
+    device: str = "auto"  # as compare's: every workload's runs train there
+    precision: str = "fp32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workloads", parse_workloads(self.workloads))
@@ -181,6 +184,7 @@ class SuiteConfig:
         data["workloads"], data["optimizers"], data["out"] = list(self.workloads), list(self.optimizers), str(self.out)
         data["spaces"] = {arm: dict(space) for arm, space in self.spaces.items()}
         add_declared_arms(data, self.arms)
+        drop_default_training_options(data)
         return data
 
     def updated(self, **changes: Any) -> SuiteConfig:

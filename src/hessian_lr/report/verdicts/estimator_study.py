@@ -11,9 +11,10 @@ module adds what only the suite can say:
   to the bare base (a difference counts when its 95% CI excludes 0 and it survives Holm's correction,
   as ``held`` rules);
 - ``FidelityGroup`` / ``FidelityTraining``: per (workload, base) Spearman's ρ across the estimators
-  between fidelity and final validation loss, pooled over workloads (per base and over every group)
+  between fidelity and final validation loss, pooled over workloads (per base, and over all bases)
   as the mean ρ with a two-sided permutation test that permutes the estimators' losses within each
-  group independently (``stats.pooled_spearman_test``).
+  workload independently — over all bases, one ordering per workload for all its bases, which share
+  its fidelity values (``stats.pooled_spearman_test``'s blocks).
 
 Fidelity (:func:`mean_fidelity`) is the mean, over the fidelity study's checkpoints, of Spearman's
 rank correlation between the estimate and the exact diagonal over all parameters (``analysis.fidelity``;
@@ -131,6 +132,8 @@ class FidelityGroup:
     """One (workload, base): each estimator's fidelity beside its arm's final loss, and their rank
     correlation ``rho`` (None when fewer than ``MIN_GROUP`` estimators have both, or a side is constant)."""
 
+    EXPORTED: ClassVar[tuple[str, ...]] = ("loss_rank",)
+
     workload: str
     base: str
     estimators: tuple[str, ...]
@@ -138,8 +141,6 @@ class FidelityGroup:
     final_loss: tuple[float | None, ...]  # None: every seed diverged (ranked last)
     left_out: tuple[str, ...]  # trained around the base, but no fidelity measured
     rho: float | None
-
-    EXPORTED: ClassVar[tuple[str, ...]] = ("loss_rank",)
 
     @property
     def losses_ranked(self) -> tuple[float, ...]:

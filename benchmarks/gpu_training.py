@@ -194,7 +194,7 @@ def main() -> None:
             print(f"NOTE: {note}")
         print(f"one run each, {steps} steps, lr {LR}, seed 0, validation before and after; wall seconds "
               f"(after an untimed {min(steps, 5)}-step warm-up of each loop)")
-        print(f"{'workload':<24}{'arm':<14}{'hessian-lr s':>13}{'plain s':>9}{'ms/step':>9}{'plain':>8}{'ratio':>8}"
+        print(f"{'workload':<26}{'arm':<14}{'hessian-lr s':>13}{'plain s':>9}{'ms/step':>10}{'plain':>10}{'ratio':>8}"
               f"{'val loss':>10}{'plain':>8}")
         chosen = args.workloads.split(",")
         for workload in workloads(args.tiny):
@@ -207,8 +207,8 @@ def main() -> None:
                 plain_run(workload, arm, 1, min(steps, 5), device)
                 ours, our_val = package_run(workload, arm, 0, steps, device)
                 theirs, their_val = plain_run(workload, arm, 0, steps, device)
-                print(f"{workload.name:<24}{name:<14}{ours:13.2f}{theirs:9.2f}{1e3 * ours / steps:9.2f}"
-                      f"{1e3 * theirs / steps:8.2f}{ours / theirs:7.2f}x{our_val:10.4f}{their_val:8.4f}", flush=True)
+                print(f"{workload.name:<26}{name:<14}{ours:13.2f}{theirs:9.2f}{1e3 * ours / steps:10.2f}"
+                      f"{1e3 * theirs / steps:10.2f}{ours / theirs:7.2f}x{our_val:10.4f}{their_val:8.4f}", flush=True)
 
 
 if __name__ == "__main__":

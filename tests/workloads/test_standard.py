@@ -113,6 +113,11 @@ def test_the_gpt_workloads_read_the_vocabulary_and_windows_from_the_text(text_di
     assert sum(len(x) for x, _ in val) == (int(len(SHAKESPEARE_TEXT) * 40 * 0.95) - train_tokens - 1) // context
 
 
+def test_a_batch_larger_than_the_training_images_is_one_line(cifar_dir):
+    with pytest.raises(ValueError, match=r"batch_size must be in \[1, 1035\] \(the CIFAR-10 training images"):
+        standard.cifar10_loaders(2048, cifar_dir)
+
+
 def test_an_unknown_gpt_size_is_refused():
     with pytest.raises(ValueError, match="size must be one of reference, cpu, got 'tiny'"):
         standard.shakespeare_char_gpt("tiny")

@@ -54,8 +54,6 @@ class CifarTrainStream:
 
     def __init__(self, data: cifar10.LabeledImages, batch_size: int, generator: torch.Generator,
                  augment: bool = True) -> None:
-        if not 1 <= batch_size <= len(data):
-            raise ValueError(f"batch_size must be in [1, {len(data)}] (the training images), got {batch_size}")
         self.data, self.batch_size, self.generator, self.augment = data, batch_size, generator, augment
 
     def __len__(self) -> int:
@@ -92,6 +90,9 @@ def cifar10_loaders(batch_size: int, data_dir: str | Path | None = None,
         DatasetError: missing or malformed files (one line, with the download command).
     """
     splits = cifar10.load_cifar10(data_dir)
+    if not 1 <= batch_size <= len(splits.train):
+        raise ValueError(f"batch_size must be in [1, {len(splits.train)}] (the CIFAR-10 training images under "
+                         f"{cifar10.FOLDER}/), got {batch_size}")
     return Loaders(train=partial(CifarTrainStream, splits.train, batch_size),
                    val=partial(CifarEvalStream, splits.val, eval_batch_size),
                    test=partial(CifarEvalStream, splits.test, eval_batch_size),

@@ -161,7 +161,10 @@ class _Shape:
 
     def run(self, value: Any, where: str, epochs: int) -> None:
         run = self.table(value, where, ("val_loss_curve",))
-        self.curve(run["val_loss_curve"], f"{where}.val_loss_curve", epochs + 1)
+        # A step budget or an evaluation interval indexes the curve by eval_steps instead of epochs.
+        steps = run.get("eval_steps")
+        self.curve(run["val_loss_curve"], f"{where}.val_loss_curve",
+                   len(steps) if isinstance(steps, list) else epochs + 1)
         for key in ("val_loss", "test_loss", "test_accuracy"):
             if key in run:
                 self.number(run[key], f"{where}.{key}", optional=True)

@@ -54,6 +54,7 @@ def test_steps_and_eval_every_index_the_final_curves_by_steps(tmp_path):
     assert data["config"]["steps"] == 10 and data["config"]["eval_every"] == 4
     for final in data["optimizers"]["adam"]["final"]["seeds"]:
         assert final["eval_steps"] == [0, 4, 8, 10] and len(final["val_loss_curve"]) == 4 and final["steps"] == 10
+    assert main(["report", str(out)]) == 0  # the report reads a step-indexed results.json back
 
 
 def test_bf16_on_cpu_end_to_end_records_the_device(tmp_path):

@@ -143,6 +143,8 @@ def _add_protocol_options(parser: argparse.ArgumentParser, defaults: dict[str, s
         "are faster and steadier so on a shared machine; a single batched process shares its cores among its "
         "optimizers, each training in its own thread while cores last)")
     add("--device", help="where the models train: auto (CUDA where present, else CPU; default), cpu, cuda, cuda:N, mps")
+    add("--devices", help="comma-separated devices, one worker process on each (e.g. cuda:0,cuda:1; default: "
+        "one device, --device)")
     add("--precision", choices=("fp32", "bf16", "fp16"), help="fp32 (default); bf16 or fp16: the forward under "
         "torch.autocast, fp16 with a GradScaler (its skipped steps never reach the optimizer)")
     add("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -216,7 +218,7 @@ def _add_suite_options(parser: argparse.ArgumentParser) -> None:
 
 COMPARE_KEYS = ("out", "trials", "epochs", "seed", "optimizers", "workload", "lr_low", "lr_high", "storage",
                 "workers", "threads", "seeds", "ablation", "batch_trials", "batch_startup", "study", "space", "studies",
-                "steps", "eval_every", "device", "precision", "compile")
+                "steps", "eval_every", "device", "precision", "compile", "devices")
 
 
 SUITE_KEYS = tuple(k for k in COMPARE_KEYS if k not in ("workload", "epochs", "steps", "eval_every")) + (

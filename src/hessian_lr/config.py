@@ -114,6 +114,7 @@ class CompareConfig:
     device: str = "auto"  # auto (CUDA where present, else CPU), cpu, cuda, cuda:N, mps
     precision: str = "fp32"  # fp32, bf16 (autocast), fp16 (autocast + GradScaler)
     compile: bool = False  # torch.compile the model (one model at a time)
+    devices: tuple[str, ...] = ()  # one worker process per device (compare --devices cuda:0,cuda:1)
     seeds: int = 10  # final runs per arm (seeds seed .. seed+seeds-1), paired across arms
     ablation: bool = True  # also train every arm at every other arm's tuned lr
     studies: int = 1  # independent tuning studies per arm (different sampler seeds)
@@ -154,6 +155,13 @@ class CompareConfig:
         if not isinstance(self.device, str):
             raise ValueError(f"device must be {DEVICE_CHOICES}, got {self.device!r}")
         resolve_device(self.device)  # a device that is not there is an error before anything is created
+        devices = self.devices.split(",") if isinstance(self.devices, str) else list(self.devices)
+        object.__setattr__(self, "devices", tuple(resolve_device(d) for d in devices))
+        if self.devices:
+            if self.workers not in (0, len(self.devices)):
+                raise ValueError(f"workers must be the number of devices ({len(self.devices)}) with devices "
+                                 f"{','.join(self.devices)}, got {self.workers}")
+            object.__setattr__(self, "workers", len(self.devices))
         for name, high in (("trials", MAX_COUNT), ("epochs", MAX_COUNT), ("seeds", MAX_SEEDS),
                            ("batch_trials", MAX_BATCH), ("studies", MAX_STUDIES)):
             _check_int(name, getattr(self, name), 1, high)
@@ -296,6 +304,10 @@ class CompareConfig:
         if not self.workload_options:  # the stored config of a run without them is what it was before they existed
             data.pop("workload_options", None)
         drop_default_training_options(data)  # likewise the budget and placement options
+        # Which devices this machine's processes use is the launching machine's business: a worker
+        # joining the run elsewhere trains on its own (worker --device), and the run's results do not
+        # depend on it.
+        data.pop("devices", None)
         return data
 
     def resolved_spaces(self) -> dict[str, dict[str, Any]]:

@@ -74,3 +74,33 @@ def test_a_cuda_device_that_is_not_there_is_one_line_and_exit_2(tmp_path, capsys
     assert err == ["hessian-lr: error: device 'cuda' is not available: torch.cuda.is_available() is False on "
                    "this machine"]
     assert not out.exists()
+
+
+def _device_of_this_process(task: int, progress) -> str | None:
+    from hessian_lr.training.placement import process_device
+
+    return process_device()
+
+
+def test_each_worker_process_trains_on_a_device_of_its_own():
+    from hessian_lr.pipeline.execution import executor, no_progress
+    from hessian_lr.training.placement import process_device
+
+    # "cpu:0" names the CPU too, but differently: the one way to tell two processes' devices apart here
+    with executor(2, 1, 1, no_progress, ("cpu", "cpu:0")) as run:
+        assert run(_device_of_this_process, [0, 1]) == ["cpu", "cpu:0"]
+    assert process_device() is None
+
+
+def test_devices_give_the_results_of_one_process(tmp_path):
+    args = ["--optimizers", "adam,sgd", "--trials", "2", "--seeds", "2", "--epochs", "1", "--no-batch-startup", "--quiet"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["compare", "--out", str(one), "--workload", "digits-softmax", *args, "--workers", "1"]) == 0
+    assert main(["compare", "--out", str(two), "--workload", "digits-softmax", *args, "--devices", "cpu,cpu"]) == 0
+    first, second = _results(one), _results(two)
+    assert {w["pid"] for w in second["workers"]} != {w["pid"] for w in first["workers"]}
+    for data in (first, second):
+        data.pop("workers")
+        data["config"].pop("out")
+        data["config"].pop("workers")
+    assert without_timing(second) == without_timing(first)

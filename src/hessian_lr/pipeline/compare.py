@@ -329,7 +329,7 @@ def run_compare(config: CompareConfig, progress: Progress = no_progress, *, publ
         store.write_config(config.to_dict())
         plan_study = publish_plan([config]) if publish else None  # first: a worker never sees studies without it
         prepare_storage(config)
-        with executor(config.workers, config.threads, config.lanes, progress) as run_all:
+        with executor(config.workers, config.threads, config.lanes, progress, config.devices) as run_all:
             run_all(tune_and_train_finals, _stage_one_tasks(config))
             trials = {arm: [_trial_records(config, arm, i) for i in range(config.studies)] for arm in config.optimizers}
             best = {arm: [_best(records, arm) for records in trials[arm]] for arm in config.optimizers}

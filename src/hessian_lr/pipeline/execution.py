@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import torch
 
 from hessian_lr import events, interrupts
+from hessian_lr.training.placement import process_device, set_process_device
 
 __all__ = ["ProgressEvent", "Progress", "no_progress", "executor", "in_lanes", "Runner"]
 
@@ -58,13 +59,15 @@ def no_progress(event: ProgressEvent) -> None:
 _worker_progress: Progress = no_progress
 
 
-def _init_worker(queue: Any, threads: int) -> None:
+def _init_worker(queue: Any, threads: int, devices: Any = None) -> None:
     global _worker_progress
     # Ctrl-C is the launching process's to handle: it ends the workers (their unfinished trials
     # are resumed by the next run). They start with SIGINT blocked (see _spawning) and ignore it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     _worker_progress = queue.put
+    if devices is not None:  # compare --devices: each worker process takes a device of its own
+        set_process_device(devices.get())
 
 
 def _in_worker(fn: Callable[[Any, Progress], Any], task: Any) -> Any:
@@ -150,20 +153,31 @@ def in_lanes(lanes: int, fn: Callable[[Task, Progress], Any], tasks: Sequence[Ta
 
 
 @contextmanager
-def executor(workers: int, threads: int, lanes: int, progress: Progress) -> Iterator[Runner]:
+def executor(workers: int, threads: int, lanes: int, progress: Progress,
+             devices: Sequence[str] = ()) -> Iterator[Runner]:
     """``run(fn, tasks)`` on ``workers`` processes of ``threads`` intra-op threads each (see the
-    module docstring); one process runs ``lanes`` tasks at once in threads."""
+    module docstring); one process runs ``lanes`` tasks at once in threads. With ``devices`` (one
+    per worker) this process trains on the first and each worker process on one of the others."""
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
+    previous_device = process_device()
+    if devices:
+        set_process_device(devices[0])
     helpers = workers - 1
     if helpers < 1:
         try:
             yield lambda fn, tasks: in_lanes(lanes, fn, list(tasks), progress)
         finally:
             torch.set_num_threads(previous_threads)
+            set_process_device(previous_device)
         return
     ctx = mp.get_context("spawn")  # fork is unsafe once torch's thread pools exist
     queue = ctx.Queue()
+    device_queue = None
+    if devices:
+        device_queue = ctx.Queue()
+        for device in devices[1:]:
+            device_queue.put(device)
 
     def relay() -> None:
         while (event := queue.get()) is not None:
@@ -171,7 +185,8 @@ def executor(workers: int, threads: int, lanes: int, progress: Progress) -> Iter
 
     listener = threading.Thread(target=relay, daemon=True)
     listener.start()
-    pool = ProcessPoolExecutor(helpers, mp_context=ctx, initializer=_init_worker, initargs=(queue, threads))
+    pool = ProcessPoolExecutor(helpers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(queue, threads, device_queue))
 
     def end_workers() -> None:
         """Stop the workers now (an error or Ctrl-C here): their RUNNING trials stay in the
@@ -205,6 +220,7 @@ def executor(workers: int, threads: int, lanes: int, progress: Progress) -> Iter
             queue.put(None)
             listener.join(timeout=5)
             torch.set_num_threads(previous_threads)
+            set_process_device(previous_device)
         interrupts.unregister_cleanup(token)
 
 

@@ -144,6 +144,7 @@ class SuiteConfig:
     device: str = "auto"  # as compare's: every workload's runs train there
     precision: str = "fp32"
     compile: bool = False
+    devices: tuple[str, ...] = ()  # as compare's: one worker process per device
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "workloads", parse_workloads(self.workloads))
@@ -185,6 +186,7 @@ class SuiteConfig:
         data["spaces"] = {arm: dict(space) for arm, space in self.spaces.items()}
         add_declared_arms(data, self.arms)
         drop_default_training_options(data)
+        data.pop("devices", None)  # as compare's config: where this machine's processes ran
         return data
 
     def updated(self, **changes: Any) -> SuiteConfig:

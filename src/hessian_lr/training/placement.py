@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["Placement", "PRECISIONS", "DEVICE_CHOICES", "resolve_device", "resolve_placement", "device_record"]
+__all__ = ["Placement", "PRECISIONS", "DEVICE_CHOICES", "resolve_device", "resolve_placement", "device_record",
+           "set_process_device", "process_device"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
@@ -96,9 +97,26 @@ def resolve_device(spec: str) -> str:
     return str(device)
 
 
+# The device this process trains on whatever a run's config says: one of ``compare --devices``,
+# given to each worker process (pipeline/execution.py) so that every process has a device of its own.
+_PROCESS_DEVICE: str | None = None
+
+
+def set_process_device(device: str | None) -> None:
+    """Make this process train on ``device`` (None: as each run's config says)."""
+    global _PROCESS_DEVICE
+    _PROCESS_DEVICE = None if device is None else resolve_device(device)
+
+
+def process_device() -> str | None:
+    """The device :func:`set_process_device` gave this process, or None."""
+    return _PROCESS_DEVICE
+
+
 def resolve_placement(device: str = "auto", precision: str = "fp32", compile: bool = False) -> Placement:
-    """A checked :class:`Placement` (see :func:`resolve_device`); ``fp16`` needs CUDA or CPU autocast."""
-    return Placement(resolve_device(device), precision, bool(compile))
+    """A checked :class:`Placement` (see :func:`resolve_device`) on ``device``, or on this
+    process's own device where :func:`set_process_device` gave it one."""
+    return Placement(_PROCESS_DEVICE or resolve_device(device), precision, bool(compile))
 
 
 def device_record(placement: Placement) -> dict[str, Any]:

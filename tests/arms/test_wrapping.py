@@ -62,7 +62,8 @@ def test_the_wide_space_of_a_wrapped_arm_tunes_the_curvature_hyperparameters_and
     wide = arm_space(arm, "wide", (1e-4, 1e-1), None)
     assert wide["curvature_beta"] == Float(0.9, 0.9999) and wide["curvature_eps"] == Float(1e-12, 1e-6, log=True)
     bare = arm_space(get_arm(base_name), "wide", (1e-4, 1e-1), None)
-    assert dict(wide) == {**dict(bare), "curvature_beta": wide["curvature_beta"], "curvature_eps": wide["curvature_eps"]}
+    assert dict(wide) == {**dict(bare), "curvature_beta": Float(0.9, 0.9999),
+                          "curvature_eps": Float(1e-12, 1e-6, log=True)}
     check_space(arm, wide, PARAMS)  # the optimizer accepts both corners
     assert "curvature_beta" not in bare
 

@@ -86,7 +86,7 @@ def test_a_killed_worker_is_detected_by_heartbeat_and_its_trial_retried(postgres
     stale = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL and not t.user_attrs.get("diverged")
              and not t.user_attrs.get("surplus")]
     assert stale, "the killed worker's trial should have been failed by the heartbeat check"
-    retried = {t.system_attrs.get("failed_trial") for t in study.trials}
+    retried = {number for t in study.trials for number in t.system_attrs.get("retry_history", [])}
     assert all(t.number in retried for t in stale), "every stale trial is re-queued as a new trial"
 
 

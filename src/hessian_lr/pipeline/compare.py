@@ -33,7 +33,7 @@ from hessian_lr.pipeline.execution import Progress, ProgressEvent, executor, no_
 from hessian_lr.pipeline import plan as run_plan
 from hessian_lr.pipeline.store import FinalRun, RunStore, SharedRuns
 from hessian_lr.results import ArmResults, Results, TrialRecord, _json_safe, versions
-from hessian_lr.training import Run, initial_model, train
+from hessian_lr.training import Run, can_stack, initial_model, train
 from hessian_lr.tuning import finished_trials, open_study, run_study, storage_for
 from hessian_lr.tuning.space import Float, assemble_hyperparameters
 from hessian_lr.tuning.jobs import Job, job_owners, work_until_done, work_while_waiting
@@ -213,10 +213,16 @@ def _finals_study(config: CompareConfig):
 
 
 def _final_jobs(config: CompareConfig, runs: Sequence[FinalRun]) -> dict[str, list[dict[str, Any]]]:
-    """``job key -> payload``: the runs in batches of ``config.finals_batch``, as one process
-    trains them, so that a run's result does not depend on who trains it."""
-    jobs = {}
-    size = config.finals_batch
+    """``job key -> payload``: the runs (of one arm) in batches of ``config.finals_batch`` where
+    they train stacked — as one process trains them, so that a run's result does not depend on who
+    trains it — and one run per job where they train one at a time anyway (a BatchNorm, dropout or
+    loader-fed model: :func:`~hessian_lr.training.can_stack`), so that other processes can take them."""
+    jobs: dict[str, list[dict[str, Any]]] = {}
+    if not runs:
+        return jobs
+    stacked = config.batching and can_stack(get_workload(config.workload, config.workload_options),
+                                            config.arm(runs[0].arm), config.placement)
+    size = config.finals_batch if stacked else 1
     for start in range(0, len(runs), size):
         chunk = runs[start : start + size]
         digest = hashlib.sha256("|".join(run.key for run in chunk).encode()).hexdigest()[:10]

@@ -217,8 +217,8 @@ def trial_point(trial: FrozenTrial | optuna.Trial, space: SearchSpace) -> dict:
 def _evaluate(study: optuna.Study, trials: list[optuna.Trial], objective: BatchObjective, space: SearchSpace,
               on_trial: Callable[[int, dict, float | None], None] | None) -> None:
     points = [trial_point(trial, space) for trial in trials]
-    events.announce("batch-started", study.study_name, ",".join(str(t.number) for t in trials))
-    with heartbeats(study, [api.trial_id(trial) for trial in trials]):
+    with heartbeats(study, [api.trial_id(trial) for trial in trials]):  # beating while held at the event too
+        events.announce("batch-started", study.study_name, ",".join(str(t.number) for t in trials))
         outcomes = objective(points)
     for trial, point, (value, attrs) in zip(trials, points, outcomes):
         told = _tell(study, trial, value, attrs)

@@ -293,8 +293,7 @@ def run_schedule(workload: Workload, models: ModelSet, runs: Sequence[Run], batc
 
     test: dict[int, tuple[float, float | None]] = {}
     test_batches = batches.test() if evaluate_test and active else None
-    if test_batches is not None:
-        models.eval_mode()
+    if test_batches is not None:  # the models are in eval mode: the loop ends with an evaluation
         loss, accuracy = evaluate_batches(models, test_batches, classification)
         accuracies = accuracy if accuracy is not None else [None] * len(active)
         test = dict(zip(active, zip(loss, accuracies)))

@@ -269,6 +269,17 @@ class CompareConfig:
         """The resolved device, precision and compile of this process's training."""
         return resolve_placement(self.device, self.precision, self.compile)
 
+    @cached_property
+    def evaluations(self) -> int:
+        """Evaluations per run after the first (the progress units of one run): ``epochs``, or under a
+        step budget or an evaluation interval the evaluated steps after step 0."""
+        if self.steps is None and self.eval_every is None:
+            return self.epochs
+        from hessian_lr.training.loop import Schedule
+
+        workload = get_workload(self.workload, self.workload_options)
+        return len(Schedule(workload.steps_per_epoch(), self.epochs, self.steps, self.eval_every).eval_steps) - 1
+
     def training_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`hessian_lr.training.train` besides ``epochs`` that this
         config sets: the step budget, the evaluation interval and the placement."""

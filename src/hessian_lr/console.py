@@ -27,13 +27,13 @@ class ProgressDisplay:
             console=Console(stderr=True), disable=not enabled,
         )
         self.tasks = {
-            arm: self.progress.add_task(f"tune {arm}", total=config.studies * config.trials * config.epochs, status="")
+            arm: self.progress.add_task(f"tune {arm}", total=config.studies * config.trials * config.evaluations, status="")
             for arm in config.optimizers
         }
         runs_per_arm = config.seeds * (config.studies + (len(config.optimizers) - 1 if config.ablation else 0))
         self.tasks["final"] = self.progress.add_task(
             "final runs" + (" + ablation" if config.ablation else ""),
-            total=len(config.optimizers) * runs_per_arm * config.epochs, status="")
+            total=len(config.optimizers) * runs_per_arm * config.evaluations, status="")
         self.best: dict[str, float] = {}
 
     def update(self, event: ProgressEvent) -> None:
@@ -59,9 +59,10 @@ class ProgressDisplay:
 
 
 def _model_epochs(config: CompareConfig) -> int:
-    """Model-epochs a comparison trains: every trial, final run and ablation run."""
+    """Model-epochs (model-evaluation periods under --steps/--eval-every) a comparison trains: every
+    trial, final run and ablation run."""
     finals = config.seeds * (config.studies + (len(config.optimizers) - 1 if config.ablation else 0))
-    return len(config.optimizers) * (config.studies * config.trials + finals) * config.epochs
+    return len(config.optimizers) * (config.studies * config.trials + finals) * config.evaluations
 
 
 class SuiteProgressDisplay:

@@ -119,6 +119,16 @@ def test_the_wrapper_runs_what_was_measured_fastest(monkeypatch):
     assert len(asked) == 1
 
 
+def test_only_the_defaults_ask_for_a_measurement():
+    choose = F.choose_implementation
+    assert choose("cuda", fused=None, foreach=None, kernel=None) is F.Implementation.AUTOTUNE
+    assert choose("cuda", fused=None, foreach=True, kernel=None) is FOREACH  # foreach=True pins the eager ops
+    assert choose("cuda", fused=None, foreach=False, kernel=None) is FOR_LOOP
+    assert choose("cuda", fused=True, foreach=None, kernel=None) is COMPILED
+    assert choose("cuda", fused=False, foreach=None, kernel=None) is FOREACH
+    assert choose("cpu", fused=None, foreach=None, kernel=None) is FOREACH  # CPU: the kernel or the eager ops
+
+
 def test_dispatching_an_unresolved_choice_is_an_error():
     prevs, hs = _state([(3,)])
     with pytest.raises(ValueError, match="resolve Implementation.AUTOTUNE first"):

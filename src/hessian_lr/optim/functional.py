@@ -238,7 +238,8 @@ def choose_implementation(
             ops), and on other devices whichever of the compiled function and the eager ops is
             measured faster (:data:`Implementation.AUTOTUNE`, resolved by
             :func:`hessian_lr.optim.autotune.fastest`); ``False`` the eager ops only.
-        foreach: ``False`` makes the eager ops one tensor at a time (and pins them).
+        foreach: ``True`` pins the eager ``_foreach_`` ops where ``fused`` is None (nothing is
+            measured), ``False`` the eager ops one tensor at a time.
         kernel: the loaded C++ kernel module, or None.
 
     Returns:
@@ -250,7 +251,7 @@ def choose_implementation(
         return Implementation.COMPILED
     if foreach is False:
         return Implementation.FOR_LOOP
-    if fused is None and device_type != "cpu":
+    if fused is None and foreach is None and device_type != "cpu":
         return Implementation.AUTOTUNE
     return Implementation.FOREACH
 

@@ -262,8 +262,9 @@ class HessianLRAdaptation(Optimizer):
         state_dtype: dtype of the estimator's state. ``None`` keeps the parameter's (real) dtype,
             but uses float32 for float16/bfloat16 parameters. ``load_state_dict`` keeps the dtype
             the state was saved in (never a silent downcast).
-        foreach: eager path only: use ``_foreach_`` ops (``None``: whenever the tensors allow it;
-            ``False``: one tensor at a time).
+        foreach: the eager path's form: ``_foreach_`` ops (``None``: whenever the tensors allow
+            it; ``True`` also pins the eager path where ``fused=None`` would measure; ``False``:
+            one tensor at a time).
         fused: which implementation of the grad-diff step runs
             (:func:`hessian_lr.optim.functional.choose_implementation` has the rule). ``None``
             (default): the fastest -- for CPU tensors the compiled C++ kernel

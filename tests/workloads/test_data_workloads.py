@@ -37,14 +37,14 @@ def test_the_gpt_size_is_a_workload_option(monkeypatch, tmp_path):
 
 
 def test_the_data_folder_is_part_of_the_workload(monkeypatch, tmp_path):
-    write_cifar10(tmp_path / "a", per_file=20, test=10)
-    write_cifar10(tmp_path / "b", per_file=40, test=10)
+    write_cifar10(tmp_path / "a", per_file=40, test=10)  # 200 training images: 20 validate
+    write_cifar10(tmp_path / "b", per_file=60, test=10)  # 300: 30 validate
     monkeypatch.setenv(DATA_ENV, str(tmp_path / "a"))
     a = get_workload("cifar10-3c3d")
     monkeypatch.setenv(DATA_ENV, str(tmp_path / "b"))
     b = get_workload("cifar10-3c3d")
     assert a is not b and workload_provenance("cifar10-3c3d")["data_dir"] == str(tmp_path / "b")
-    assert sum(len(y) for _, y in a.data.val()) == 10 and sum(len(y) for _, y in b.data.val()) == 20
+    assert sum(len(y) for _, y in a.data.val()) == 20 and sum(len(y) for _, y in b.data.val()) == 30
 
 
 def test_check_data_reads_a_data_workloads_files_and_nothing_else(monkeypatch, tmp_path):

@@ -70,11 +70,11 @@ class BatchedMLP:
         self._views = [(key, views), *self._views[:1]]  # the parameters' and the gradients'
         return views
 
-    def _minus_one(self, shape: torch.Size, dtype: torch.dtype) -> Tensor:
-        """A cached tensor of -1 (the one-hot term of the softmax gradient)."""
-        key = (tuple(shape), dtype)
+    def _minus_one(self, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """A cached tensor of -1 (the one-hot term of the softmax gradient), on the models' device."""
+        key = (tuple(shape), dtype, device)
         if self._minus_ones_key != key:
-            self._minus_ones_key, self._minus_ones = key, torch.full(shape, -1.0, dtype=dtype)
+            self._minus_ones_key, self._minus_ones = key, torch.full(shape, -1.0, dtype=dtype, device=device)
         return self._minus_ones
 
     def logits(self, params: Sequence[Tensor], x: Tensor) -> Tensor:
@@ -108,7 +108,7 @@ class BatchedMLP:
         dz = (a - a.amax(dim=1, keepdim=True)).exp_()
         dz.div_(dz.sum(dim=1, keepdim=True))
         index = y.unsqueeze(1)
-        dz.scatter_add_(1, index, self._minus_one(index.shape, dz.dtype))
+        dz.scatter_add_(1, index, self._minus_one(index.shape, dz.dtype, dz.device))
         dz.mul_(1.0 / x.shape[1])
         out = self._weights(grads)
         for i in range(len(weights) - 1, -1, -1):

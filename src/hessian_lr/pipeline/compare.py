@@ -155,11 +155,19 @@ def _tunes_lr(config: CompareConfig, arm: str) -> bool:
 
 
 def _workload_key(config: CompareConfig) -> str:
-    """The workload as final runs name it: with a digest of a factory's options, if it has any."""
-    if not config.workload_options:
-        return config.workload
-    digest = hashlib.sha256(json.dumps(config.workload_options, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{config.workload}.o{digest}"
+    """The workload as final runs name it: with a digest of a factory's options, if it has any, and
+    of a step budget, evaluation interval or precision other than the default (they change a run's
+    result as its epochs do)."""
+    key = config.workload
+    if config.workload_options:
+        digest = hashlib.sha256(json.dumps(config.workload_options, sort_keys=True).encode()).hexdigest()[:8]
+        key = f"{key}.o{digest}"
+    budget = {name: getattr(config, name) for name, default in (("steps", None), ("eval_every", None),
+                                                                ("precision", "fp32"))
+              if getattr(config, name) != default}
+    if budget:
+        key = f"{key}.b{hashlib.sha256(json.dumps(budget, sort_keys=True).encode()).hexdigest()[:8]}"
+    return key
 
 
 def plan_final_runs(config: CompareConfig, best: dict[str, dict[str, Any]],

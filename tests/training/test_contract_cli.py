@@ -55,6 +55,9 @@ def test_steps_and_eval_every_index_the_final_curves_by_steps(tmp_path):
     for final in data["optimizers"]["adam"]["final"]["seeds"]:
         assert final["eval_steps"] == [0, 4, 8, 10] and len(final["val_loss_curve"]) == 4 and final["steps"] == 10
     assert main(["report", str(out)]) == 0  # the report reads a step-indexed results.json back
+    # Another budget in the same folder trains final runs of its own
+    assert main(_compare(out, "contract_workloads:bn_dropout", "--steps", "12", "--eval-every", "4")) == 0
+    assert [f["eval_steps"] for f in _results(out)["optimizers"]["adam"]["final"]["seeds"]] == [[0, 4, 8, 12]] * 2
 
 
 def test_bf16_on_cpu_end_to_end_records_the_device(tmp_path):

@@ -13,6 +13,7 @@ import pytest
 from announced import Announced
 
 from hessian_lr.cli import main
+from hessian_lr.workloads.registry import _workload_from_path
 
 # The user's file: a factory that notes the options it was called with (in the process that calls it).
 USER_MODULE = '''
@@ -47,8 +48,11 @@ def folder(tmp_path, monkeypatch):
     """A folder holding the user's module, as the current folder."""
     (tmp_path / "user_workloads.py").write_text(USER_MODULE)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the import adds this folder: not for the next test
+    _workload_from_path.cache_clear()
     yield tmp_path
     sys.modules.pop("user_workloads", None)
+    _workload_from_path.cache_clear()
 
 
 def console(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from hessian_lr.workloads import Workload, get_workload
-from hessian_lr.workloads.registry import workload_provenance
+from hessian_lr.workloads.registry import _workload_from_path, workload_provenance
 
 USER_MODULE = '''
 from functools import partial
@@ -47,9 +47,11 @@ def user_module(tmp_path, monkeypatch):
     (tmp_path / "broken_workloads.py").write_text("import torch\nraise ImportError('half-installed')\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    _workload_from_path.cache_clear()
     yield
     for name in ("user_workloads", "broken_workloads"):
         sys.modules.pop(name, None)
+    _workload_from_path.cache_clear()
 
 
 def test_a_factory_gets_its_options_and_equal_options_give_the_same_workload(user_module):

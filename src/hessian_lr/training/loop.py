@@ -62,6 +62,9 @@ from hessian_lr.training.records import (
     initial_model,
     seed_everything,
 )
+from hessian_lr.training.single import SingleModel
+from hessian_lr.training.stacked import StackedModels, generic_path_supports, hand_written_path_serves, model_structure
+from hessian_lr.training.stacking import hyperparameter_key
 from hessian_lr.workloads import Workload
 from hessian_lr.workloads.data import Batch, Loaders, Splits, minibatches
 
@@ -341,8 +344,6 @@ def can_stack(workload: Workload, arm: Arm, placement: Placement | None = None) 
     are in memory, the placement is float32 eager, and the model has no buffers or dropout (or the
     hand-written MLP backward serves it). A BatchNorm model, a dropout model or a loader-fed
     workload trains one model at a time."""
-    from hessian_lr.training.stacked import generic_path_supports, hand_written_path_serves, model_structure
-
     placement = placement or Placement()
     if not (arm.step.stacks and workload.in_memory and placement.precision == "fp32" and not placement.compile):
         return False
@@ -371,8 +372,6 @@ def train(workload: Workload, arm: Arm, runs: Sequence[Run], *, epochs: int | No
 
     Subnormal floats are flushed to zero in this process (:func:`flush_subnormals`).
     """
-    from hessian_lr.training.single import SingleModel
-
     flush_subnormals()
     runs = [r if isinstance(r, Run) else Run(*r) for r in runs]
     if not runs:
@@ -383,9 +382,6 @@ def train(workload: Workload, arm: Arm, runs: Sequence[Run], *, epochs: int | No
                         workload.eval_every if eval_every is None else eval_every)
     device = placement.torch_device
     if batch and can_stack(workload, arm, placement) and (len(runs) > 1 or _stacked_serves_one(workload, arm)):
-        from hessian_lr.training.stacked import StackedModels
-        from hessian_lr.training.stacking import hyperparameter_key
-
         # Runs that may share an optimizer (hyperparameters equal but for the lr) side by side.
         keys = [hyperparameter_key(run.hyperparameters) for run in runs]
         order = sorted(range(len(runs)), key=lambda i: (keys.index(keys[i]), i))
@@ -414,8 +410,6 @@ def batches_of(workload: Workload, seed: int, device: torch.device | str) -> InM
 
 def _stacked_serves_one(workload: Workload, arm: Arm) -> bool:
     """Whether one model trains faster stacked: the hand-written batched MLP backward applies."""
-    from hessian_lr.training.stacked import hand_written_path_serves
-
     return hand_written_path_serves(workload, arm)
 
 

@@ -188,8 +188,8 @@ def plan_final_runs(config: CompareConfig, best: dict[str, dict[str, Any]],
         for source in sources:
             point = dict(best[arm], lr=best[source]["lr"]) if source != arm else best[arm]
             hyperparameters = _hyperparameters(arm_objects[arm], point)
-            plan[arm][source] = [FinalRun.of(arm, hyperparameters, seed, config.epochs, _workload_key(config))
-                                 for seed in config.final_seeds]
+            plan[arm][source] = [FinalRun.of(arm, hyperparameters, seed, config.epochs, _workload_key(config),
+                                             config.arms.get(arm)) for seed in config.final_seeds]
     return plan
 
 

@@ -43,10 +43,15 @@ class FinalRun:
     seed: int
     epochs: int
     workload: str
+    # A digest of the arm's [arms.NAME] table for a declared arm ("" otherwise): the same name
+    # declared with another base, estimator or options is another run, never a stored one reused.
+    declaration: str = ""
 
     @classmethod
-    def of(cls, arm: str, hyperparameters: Mapping[str, Any], seed: int, epochs: int, workload: str) -> FinalRun:
-        return cls(arm, hyperparameters_text(hyperparameters), seed, epochs, workload)
+    def of(cls, arm: str, hyperparameters: Mapping[str, Any], seed: int, epochs: int, workload: str,
+           declaration: Mapping[str, Any] | None = None) -> FinalRun:
+        digest = hashlib.sha256(hyperparameters_text(declaration).encode()).hexdigest()[:8] if declaration else ""
+        return cls(arm, hyperparameters_text(hyperparameters), seed, epochs, workload, digest)
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
@@ -59,7 +64,8 @@ class FinalRun:
         digest = hashlib.sha256(self.hyperparameters_json.encode()).hexdigest()[:12]
         lr = self.hyperparameters.get("lr")
         lr_text = f".lr{lr!r}" if isinstance(lr, float) else ""
-        return f"{self.workload}.{arm}{lr_text}.hp{digest}.seed{self.seed}.e{self.epochs}"
+        declared = f".d{self.declaration}" if self.declaration else ""
+        return f"{self.workload}.{arm}{declared}{lr_text}.hp{digest}.seed{self.seed}.e{self.epochs}"
 
 
 class RunStore:

@@ -175,3 +175,12 @@ def test_bad_method_and_route():
         exact_hessian_diagonal(model, x, y, method="magic")
     with pytest.raises(ValueError, match="route"):
         workload_hessian_diagonal(get_workload("mnist1d-mlp"), model, x, y, route="magic")
+
+
+def test_a_workload_without_an_exact_route_is_refused_in_one_line():
+    from dataclasses import replace
+
+    workload = replace(get_workload("teacher-student"), name="too-large", curvature="none")
+    model = workload.build_model()
+    with pytest.raises(ValueError, match=r"^workload 'too-large' has no exact Hessian diagonal"):
+        workload_hessian_diagonal(workload, model, torch.zeros(2, 16), torch.zeros(2, 4))

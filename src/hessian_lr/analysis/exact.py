@@ -97,6 +97,9 @@ def workload_hessian_diagonal(
         diagonals = gauss_newton_diagonal(model, x, y, workload.loss_fn)
     elif route == "hvp":
         diagonals = hessian_diagonal_by_outputs(model, x, y, workload.loss_fn)
+    elif route == "none":
+        raise ValueError(f"workload {workload.name!r} has no exact Hessian diagonal (its curvature route is "
+                         "'none': too large for per-coordinate products)")
     else:
         raise ValueError(f"route must be 'closed-form', 'gauss-newton' or 'hvp', got {route!r}")
     # the penalty (l2/2)·Σ p² contributes exactly l2 to every diagonal entry

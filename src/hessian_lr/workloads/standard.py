@@ -114,7 +114,7 @@ def cifar10_resnet18(data_dir: str | Path | None = None) -> Workload:
         batch_size=ALGOPERF_BATCH_SIZE,
         steps=ALGOPERF_STEP_HINT,
         eval_every=600,
-        curvature="hvp",
+        curvature="none",
         metrics=(steps_to_accuracy(ALGOPERF_TARGET_ACCURACY),),
         reference=Reference(
             metric="val_accuracy", value=ALGOPERF_TARGET_ACCURACY, tolerance=0.0,
@@ -235,7 +235,7 @@ def shakespeare_char_gpt(size: str = "reference", data_dir: str | Path | None = 
         batch_size=budget["batch_size"],
         steps=budget["steps"],
         eval_every=budget["eval_every"],
-        curvature="hvp",
+        curvature="none",
         metrics=(bits_per_token(),),
         reference=Reference(
             metric="val_loss", value=1.4697 if reference else 1.88, tolerance=0.05 if reference else 0.1,

@@ -148,6 +148,19 @@ def test_the_question_presets_name_every_estimator_and_every_base():
         question_arms("optimizers")
 
 
+def test_the_fidelity_study_covers_declared_arms_and_skips_workloads_without_an_exact_route(tmp_path):
+    from hessian_lr.analysis.fidelity import DEFAULT_ESTIMATORS
+    from hessian_lr.pipeline.suite import SuiteConfig, _fidelity, fidelity_estimators
+
+    config = SuiteConfig(workloads=("noisy-quadratic",), optimizers=("adam", "hutch"),
+                         arms={"hutch": {"base": "sgd", "estimator": "hutchinson", "update_every": 10}},
+                         out=tmp_path)
+    wanted = fidelity_estimators(config.optimizers, config.compare_config("noisy-quadratic").arm)
+    assert "hutchinson" in wanted and set(DEFAULT_ESTIMATORS) <= set(wanted)
+    assert _fidelity(config, "shakespeare-char-gpt-cpu") is None
+    assert not (tmp_path / "shakespeare-char-gpt-cpu").exists()  # nothing computed, nothing written
+
+
 def test_a_question_sets_the_arms_and_refuses_other_optimizers(tmp_path):
     from hessian_lr.pipeline.suite import DEFAULT_OPTIMIZERS
 

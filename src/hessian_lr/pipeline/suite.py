@@ -33,11 +33,12 @@ workload's fidelity study measures every estimator the arms use, besides the def
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from hessian_lr.arms import Arm, get_arm
 from hessian_lr.config import CompareConfig, add_declared_arms, drop_default_training_options
 from hessian_lr.pipeline.execution import Progress, ProgressEvent, no_progress
 from hessian_lr.pipeline.store import RunStore
@@ -83,7 +84,6 @@ def question_arms(question: str) -> tuple[str, ...]:
     if question == "bases":
         return (*BASES_QUESTION_BASES, *(wrapped_name(base) for base in BASES_QUESTION_BASES))
     raise ValueError(f"question must be one of {', '.join(QUESTIONS)}, got {question!r}")
-
 
 
 def parse_workloads(names: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -194,12 +194,15 @@ class SuiteConfig:
 
 
 def _fidelity(config: SuiteConfig, workload: str) -> dict[str, Any] | None:
-    """The workload's fidelity study (reduced settings), reused if a previous run finished it."""
+    """The workload's fidelity study (reduced settings), reused if a previous run finished it;
+    None for a workload without an exact Hessian diagonal (curvature route ``"none"``)."""
     from hessian_lr.analysis.fidelity import suite_fidelity
 
+    if get_workload(workload).curvature == "none":
+        return None
     folder = config.out / workload / FIDELITY_DIR
     path = folder / "fidelity.json"
-    wanted = fidelity_estimators(config.optimizers)
+    wanted = fidelity_estimators(config.optimizers, config.compare_config(workload).arm)
     if path.exists():
         try:
             found = read_json(path)
@@ -212,14 +215,13 @@ def _fidelity(config: SuiteConfig, workload: str) -> dict[str, Any] | None:
     return suite_fidelity(folder, workload, seed=config.seed, estimators=wanted)
 
 
-def fidelity_estimators(arms: tuple[str, ...]) -> tuple[str, ...]:
-    """The fidelity study's estimators: the default ones, then any other that a wrapped arm uses."""
+def fidelity_estimators(arms: tuple[str, ...], resolve: Callable[[str], Arm] = get_arm) -> tuple[str, ...]:
+    """The fidelity study's estimators: the default ones, then any other that a wrapped arm uses
+    (by name, or declared by an ``[arms.NAME]`` table: ``resolve`` is the run's arm lookup)."""
     from hessian_lr.analysis.fidelity import DEFAULT_ESTIMATORS
-    from hessian_lr.arms.names import parse_wrapped
-    from hessian_lr.optim.estimators import ESTIMATORS
 
-    used = [parsed.estimator for arm in arms if (parsed := parse_wrapped(arm)) is not None]
-    return tuple(dict.fromkeys([*DEFAULT_ESTIMATORS, *(e for e in used if e in ESTIMATORS)]))
+    used = [wrapping.estimator for arm in arms if (wrapping := resolve(arm).wraps) is not None]
+    return tuple(dict.fromkeys([*DEFAULT_ESTIMATORS, *used]))
 
 
 def run_suite(config: SuiteConfig, progress: Progress = no_progress) -> dict[str, Any]:

@@ -264,7 +264,12 @@ not_an_arm = 42
 def user_module(tmp_path):
     (tmp_path / "my_optimizers.py").write_text(USER_MODULE)
     (tmp_path / "broken_module.py").write_text("raise RuntimeError('boom')\n")
-    return tmp_path
+    names = ("my_optimizers", "broken_module")
+    for name in names:  # this folder's modules, never another test's of the same name
+        sys.modules.pop(name, None)
+    yield tmp_path
+    for name in names:
+        sys.modules.pop(name, None)
 
 
 def test_a_user_arm_by_import_path_runs_through_the_console_script(user_module):

@@ -330,11 +330,13 @@ def test_wrapped_peer_import_path_and_declared_arms_through_the_console_script(t
         return {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
 
     before = trials_per_study()
-    cwd = os.getcwd()
+    cwd, path = os.getcwd(), list(sys.path)
     os.chdir(tmp_path)  # the user's module is found in the current folder, as by the console script
     try:
         names = run_worker(journal, "compare")
-    finally:
+    finally:  # this process imported the user's module: later tests' modules of that name are theirs
         os.chdir(cwd)
+        sys.path[:] = path
+        sys.modules.pop("my_optimizers", None)
     assert sorted(names) == sorted(before) and any(".hutch5." in name for name in names)
     assert trials_per_study() == before == {name: 2 for name in names}  # the same studies, found complete

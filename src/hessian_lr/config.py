@@ -375,6 +375,22 @@ def _is_json_space(table: Any) -> bool:
 CONFIG_KEYS = {f.name for f in fields(CompareConfig)} - {"spaces"}
 
 
+def _split_table(data: dict[str, Any], key: str, name_key: str, rest_key: str) -> None:
+    """A TOML table under ``key`` that may also name its value: ``data[key]`` becomes the table's
+    ``name_key`` entry (dropped when it has none, so the flag or the default decides) and
+    ``data[rest_key]`` the table's other entries."""
+    table = data.get(key)
+    if not isinstance(table, dict):
+        return
+    rest = dict(table)
+    name = rest.pop(name_key, None)
+    data[rest_key] = rest
+    if name is None:
+        del data[key]
+    else:
+        data[key] = name
+
+
 def load_toml(path: Path, allowed: set[str] | None = None) -> dict[str, Any]:
     """Read a TOML config: keys as the CLI's long options (``-`` or ``_``), plus ``[space.ARM]``
     tables (or ``space = "wide"``; a ``[space]`` table may also hold ``preset = "wide"``),
@@ -391,24 +407,8 @@ def load_toml(path: Path, allowed: set[str] | None = None) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"invalid TOML in config file {path}: {exc}") from None
     data = {key.replace("-", "_"): value for key, value in raw.items()}
-    space = data.get("space")
-    if isinstance(space, dict):
-        tables = dict(space)
-        preset = tables.pop("preset", None)
-        data["spaces"] = tables
-        if preset is None:
-            del data["space"]
-        else:
-            data["space"] = preset
-    workload = data.get("workload")
-    if isinstance(workload, dict):  # [workload]: its name (or --workload's) and the other keys a factory's options
-        options = dict(workload)
-        name = options.pop("name", None)
-        data["workload_options"] = options
-        if name is None:
-            del data["workload"]
-        else:
-            data["workload"] = name
+    _split_table(data, "space", "preset", "spaces")  # [space]: a preset and [space.ARM] tables
+    _split_table(data, "workload", "name", "workload_options")  # [workload]: a name and a factory's options
     unknown = sorted(set(data) - allowed - {"spaces"})
     if unknown:
         raise ValueError(f"unknown key(s) in config file {path}: {', '.join(unknown)}")

@@ -35,6 +35,12 @@ _GROUP_WORDS = {True: "bases that normalise each coordinate themselves",
                 False: "bases without a per-coordinate normalisation", None: "bases not classified"}
 
 
+def _median_relative(cells: tuple[BaseCell, ...]) -> float | None:
+    """The median of the cells' relative changes (wrapped − bare over bare), None when none has one."""
+    values = [c.relative for c in cells if c.relative is not None]
+    return statistics.median(values) if values else None
+
+
 @dataclass(frozen=True)
 class BaseCell:
     """One base on one workload: ``final`` is ``hessian-<base> − <base>`` in final validation loss."""
@@ -78,8 +84,7 @@ class BaseTally:
 
     @property
     def median_relative(self) -> float | None:
-        values = [c.relative for c in self.cells if c.relative is not None]
-        return statistics.median(values) if values else None
+        return _median_relative(self.cells)
 
     @property
     def text(self) -> str:
@@ -107,8 +112,7 @@ class NormalisationGroup:
 
     @property
     def median_relative(self) -> float | None:
-        values = [c.relative for c in self.cells if c.relative is not None]
-        return statistics.median(values) if values else None
+        return _median_relative(self.cells)
 
     @property
     def text(self) -> str:
